@@ -58,6 +58,10 @@ class ChecksumError(FormatError):
     stage = "crc"
 
 
+class MsgPackError(FormatError):
+    stage = "msgpack"
+
+
 class HeaderError(FormatError):
     stage = "header"
 

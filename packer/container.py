@@ -1,0 +1,135 @@
+"""The container of FORMAT.md section 2: magic, version, msgpack header, payload, CRC-32."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from mnistpack.compression import compress, decompress
+from mnistpack.constants import (
+    CRC_SIZE,
+    FORMAT_VERSION,
+    INT4_BLOCK_SIZE,
+    MAGIC,
+    MAX_CONTAINER_BYTES,
+    MAX_HEADER_BYTES,
+    PREFIX_SIZE,
+)
+from mnistpack.errors import ChecksumError, ContainerError
+from mnistpack.header import canonical, decode_header, encode_header, validate_header
+from mnistpack.quantize import QuantizedTensor
+
+__all__ = ["Container", "LayerSpec", "compress", "decompress", "pack", "unpack"]
+
+_PREFIX = struct.Struct("<4sHI")  # magic, format_version, header_length
+_CRC = struct.Struct("<I")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One entry of the header's layer list: names of its tensors, not the tensors."""
+
+    kind: str
+    activation: str
+    weight: str
+    bias: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """Everything a container holds, in payload order; `meta` is FORMAT.md section 3.3."""
+
+    tensors: tuple[QuantizedTensor, ...]
+    layers: tuple[LayerSpec, ...]
+    meta: Mapping[str, Any]
+
+
+def pack(container: Container) -> bytes:
+    """The container's bytes; deterministic, and checked against every rule `unpack` checks."""
+    header = canonical(_header_map(container))
+    payload = b"".join(tensor.data for tensor in container.tensors)
+    validate_header(header, FORMAT_VERSION, len(payload))
+    header_bytes = encode_header(header)
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise ContainerError(f"the header takes {len(header_bytes)} bytes, more than {MAX_HEADER_BYTES}.")
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes))[len(MAGIC) :] + header_bytes + payload
+    total = len(MAGIC) + len(body) + CRC_SIZE
+    if total > MAX_CONTAINER_BYTES:
+        raise ContainerError(f"the container would take {total} bytes, more than {MAX_CONTAINER_BYTES}.")
+    return MAGIC + body + _CRC.pack(zlib.crc32(body))
+
+
+def _header_map(container: Container) -> dict[str, Any]:
+    tensors = []
+    offset = 0
+    for tensor in container.tensors:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "precision": tensor.precision,
+            "shape": list(tensor.shape),
+            "offset": offset,
+            "length": len(tensor.data),
+        }
+        if tensor.precision == "int8":
+            entry["scales"] = list(tensor.scales)
+        if tensor.precision == "int4":
+            entry["block_size"] = INT4_BLOCK_SIZE
+        tensors.append(entry)
+        offset += len(tensor.data)
+    layers = [dataclasses.asdict(layer) for layer in container.layers]
+    return {"format_version": FORMAT_VERSION, "tensors": tensors, "layers": layers, "meta": container.meta}
+
+
+def unpack(data: bytes) -> Container:
+    """Parse and check a container; raise a FormatError subclass naming the failed stage."""
+    total = len(data)
+    if total < PREFIX_SIZE + CRC_SIZE:
+        raise ContainerError(f"a container has at least {PREFIX_SIZE + CRC_SIZE} bytes, this one {total}.")
+    if total > MAX_CONTAINER_BYTES:
+        raise ContainerError(f"the container has {total} bytes, more than {MAX_CONTAINER_BYTES}.")
+    magic, version, header_length = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise ContainerError(f"expected magic {MAGIC!r} (an mnistpack container), found {magic!r}.")
+    # Checked before the CRC: a newer version may change what the CRC covers.
+    if version != FORMAT_VERSION:
+        raise ContainerError(
+            f"this container has format version {version}; this mnistpack reads version {FORMAT_VERSION}."
+        )
+    if not 1 <= header_length <= MAX_HEADER_BYTES:
+        raise ContainerError(f"the header length must be 1 to {MAX_HEADER_BYTES}, found {header_length}.")
+    payload_end = total - CRC_SIZE
+    if PREFIX_SIZE + header_length > payload_end:
+        raise ContainerError(
+            f"the header claims {header_length} bytes, but only {payload_end - PREFIX_SIZE} precede the CRC."
+        )
+    (stored_crc,) = _CRC.unpack_from(data, payload_end)
+    actual_crc = zlib.crc32(data[len(MAGIC) : payload_end])
+    if stored_crc != actual_crc:
+        raise ChecksumError(
+            f"the CRC-32 says {stored_crc:08x}, the data gives {actual_crc:08x}: it is damaged."
+        )
+    header = decode_header(data[PREFIX_SIZE : PREFIX_SIZE + header_length])
+    payload = data[PREFIX_SIZE + header_length : payload_end]
+    validate_header(header, version, len(payload))
+    return Container(
+        tensors=tuple(_tensor(entry, payload) for entry in header["tensors"]),
+        layers=tuple(
+            LayerSpec(layer["kind"], layer["activation"], layer["weight"], layer["bias"])
+            for layer in header["layers"]
+        ),
+        meta=header["meta"],
+    )
+
+
+def _tensor(entry: Mapping[str, Any], payload: bytes) -> QuantizedTensor:
+    start = entry["offset"]
+    return QuantizedTensor(
+        name=entry["name"],
+        precision=entry["precision"],
+        shape=tuple(entry["shape"]),
+        data=payload[start : start + entry["length"]],
+        scales=tuple(entry["scales"]) if entry["precision"] == "int8" else (),
+    )

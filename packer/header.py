@@ -1,0 +1,236 @@
+"""The container's msgpack header (FORMAT.md section 3): canonical bytes and every MUST rule.
+
+The packer validates the header it writes with the same function the decoder uses,
+so a rule lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+from mnistpack.constants import (
+    ACTIVATIONS,
+    INT4_BLOCK_SIZE,
+    INT8_SCALE_ZERO_BITS,
+    LAYER_KINDS,
+    MAX_DIM,
+    MAX_LAYERS,
+    MAX_NAME_BYTES,
+    MAX_TENSOR_ELEMENTS,
+    MAX_TENSORS,
+    PRECISIONS,
+)
+from mnistpack.errors import HeaderError, MsgPackError, ShapeError
+from mnistpack.quantize import payload_length
+
+
+def canonical(value: Any) -> Any:
+    """Plain dicts with keys in ascending byte order and lists: what msgpack writes canonically."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value, key=lambda k: str(k).encode())}
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    return value
+
+
+def encode_header(header: Mapping[str, Any]) -> bytes:
+    """Canonical msgpack: map keys in ascending byte order, every float as float32."""
+    return msgpack.packb(canonical(header), use_single_float=True, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_header(data: bytes) -> dict[str, Any]:
+    """Exactly one msgpack map filling `data`, or MsgPackError."""
+    try:
+        header = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    # msgpack signals bad input with several unrelated classes (ValueError,
+    # OutOfData, StackError, UnicodeDecodeError, TypeError for unhashable keys).
+    except Exception as error:
+        raise MsgPackError(
+            f"the header is not one valid msgpack value ({type(error).__name__}: {error})."
+        ) from None
+    if not isinstance(header, dict):
+        raise MsgPackError(f"the header must be a msgpack map, found {type(header).__name__}.")
+    return header
+
+
+def validate_header(header: Mapping[str, Any], format_version: int, payload_size: int) -> None:
+    """Raise HeaderError or ShapeError unless `header` satisfies every MUST of FORMAT.md section 3."""
+    version = _get(header, "format_version", int, "the header")
+    if version != format_version:
+        raise HeaderError(f"the header says format version {version}, the container prefix {format_version}.")
+    tensors = _get_list(header, "tensors", MAX_TENSORS, "the header")
+    layers = _get_list(header, "layers", MAX_LAYERS, "the header")
+    meta = _get(header, "meta", dict, "the header")
+    shapes = _check_tensors(tensors, payload_size)
+    input_size = _check_meta(meta)
+    _check_layers(layers, shapes, input_size, meta)
+
+
+def _get(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in mapping:
+        raise HeaderError(f"{where} has no {key!r} entry.")
+    value = mapping[key]
+    # bool is an int in Python, never in msgpack
+    if not isinstance(value, kind) or (kind is int and not _is_int(value)):
+        raise HeaderError(f"{where}: {key!r} must be {kind.__name__}, found {type(value).__name__}.")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choice(mapping: Mapping[str, Any], key: str, allowed: tuple[str, ...], where: str) -> str:
+    value: str = _get(mapping, key, str, where)
+    if value not in allowed:
+        raise HeaderError(f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}.")
+    return value
+
+
+def _get_list(mapping: Mapping[str, Any], key: str, limit: int, where: str) -> list[Any]:
+    items: list[Any] = _get(mapping, key, list, where)
+    if not 1 <= len(items) <= limit:
+        raise HeaderError(f"{where}: {key!r} must have 1 to {limit} entries, found {len(items)}.")
+    return items
+
+
+def _check_tensors(tensors: list[Any], payload_size: int) -> dict[str, tuple[int, ...]]:
+    """Check each tensor map and the payload layout; return name -> shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    for index, tensor in enumerate(tensors):
+        where = f"tensor {index}"
+        if not isinstance(tensor, dict):
+            raise HeaderError(f"{where} must be a map, found {type(tensor).__name__}.")
+        name = _get(tensor, "name", str, where)
+        if not 1 <= len(name.encode()) <= MAX_NAME_BYTES or name in shapes:
+            raise HeaderError(f"{where}: name {name!r} must be 1 to {MAX_NAME_BYTES} bytes and unique.")
+        where = f"tensor {name!r}"
+        precision = _choice(tensor, "precision", PRECISIONS, where)
+        shape = _check_shape(_get(tensor, "shape", list, where), precision, where)
+        offset = _get(tensor, "offset", int, where)
+        length = _get(tensor, "length", int, where)
+        if offset != end:
+            raise ShapeError(f"{where} starts at payload offset {offset}; the previous tensor ends at {end}.")
+        expected = payload_length(precision, shape)
+        if length != expected:
+            raise ShapeError(
+                f"{where}: {precision} {list(shape)} takes {expected} bytes, the header says {length}."
+            )
+        end = offset + length
+        if end > payload_size:
+            raise ShapeError(
+                f"{where} ends at payload offset {end}, past the payload's {payload_size} bytes."
+            )
+        if precision == "int8":
+            check_int8_scales(_get(tensor, "scales", list, where), shape[0], where)
+        if precision == "int4" and _get(tensor, "block_size", int, where) != INT4_BLOCK_SIZE:
+            raise HeaderError(f"{where}: block_size must be {INT4_BLOCK_SIZE}, found {tensor['block_size']}.")
+        shapes[name] = shape
+    if end != payload_size:
+        raise ShapeError(f"the tensors cover {end} payload bytes, but the payload has {payload_size}.")
+    return shapes
+
+
+def _check_shape(shape: list[Any], precision: str, where: str) -> tuple[int, ...]:
+    rank_ok = len(shape) == 2 if precision in ("int8", "int4") else len(shape) in (1, 2)
+    if not rank_ok:
+        raise ShapeError(f"{where}: a {precision} tensor cannot have shape {shape}.")
+    for dim in shape:
+        if not _is_int(dim) or not 1 <= dim <= MAX_DIM:
+            raise ShapeError(
+                f"{where}: every dimension must be an integer from 1 to {MAX_DIM}, found {shape}."
+            )
+    # two dims of at most 2**16 each: the product cannot overflow even in a double
+    if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+        raise ShapeError(f"{where}: shape {shape} exceeds {MAX_TENSOR_ELEMENTS} elements.")
+    return tuple(shape)
+
+
+def check_int8_scales(scales: list[Any] | tuple[Any, ...], rows: int, where: str) -> None:
+    """An int8 tensor has 1 or `rows` finite positive float32 scales with 8 low mantissa bits zero."""
+    if len(scales) not in (1, rows):
+        raise HeaderError(
+            f"{where}: an int8 tensor with {rows} rows needs 1 or {rows} scales, found {len(scales)}."
+        )
+    low = (1 << INT8_SCALE_ZERO_BITS) - 1
+    for scale in scales:
+        if not isinstance(scale, float) or not math.isfinite(scale) or scale <= 0:
+            raise HeaderError(f"{where}: every int8 scale must be a finite float above 0, found {scale!r}.")
+        single = np.float32(scale)
+        if float(single) != scale or int(single.view(np.uint32)) & low:
+            raise HeaderError(
+                f"{where}: int8 scale {scale!r} is not a float32 with its {INT8_SCALE_ZERO_BITS} "
+                "low mantissa bits zero, so q * scale would not be exact."
+            )
+
+
+def _check_meta(meta: dict[str, Any]) -> int:
+    """Check the meta map's known entries; return the input size (product of input.shape)."""
+    where = "meta"
+    inputs = _get(meta, "input", dict, where)
+    shape = _get(inputs, "shape", list, "meta.input")
+    if not shape or not all(_is_int(d) and 1 <= d <= MAX_DIM for d in shape):
+        raise ShapeError(f"meta.input.shape must list integers from 1 to {MAX_DIM}, found {shape}.")
+    _get(inputs, "layout", str, "meta.input")
+    value_range = _get(inputs, "range", list, "meta.input")
+    if len(value_range) != 2 or not all(isinstance(v, float) for v in value_range):
+        raise HeaderError(f"meta.input.range must be two floats, found {value_range}.")
+    labels = _get(meta, "labels", list, where)
+    if not all(isinstance(label, str) for label in labels):
+        raise HeaderError("meta.labels must be strings.")
+    _choice(meta, "precision", PRECISIONS, where)
+    _get(meta, "source_sha256", str, where)
+    _get(meta, "packer_version", str, where)
+    pruning = _get(meta, "pruning", dict, where)
+    _get(pruning, "threshold", float, "meta.pruning")
+    if _get(pruning, "inputs_zeroed", int, "meta.pruning") < 0:
+        raise HeaderError("meta.pruning.inputs_zeroed must not be negative.")
+    if "accuracy" in meta:
+        accuracy = _get(meta, "accuracy", dict, where)
+        correct = _get(accuracy, "correct", int, "meta.accuracy")
+        total = _get(accuracy, "total", int, "meta.accuracy")
+        if not 0 <= correct <= total:
+            raise HeaderError(f"meta.accuracy must have 0 <= correct <= total, found {correct} of {total}.")
+    return math.prod(shape)
+
+
+def _check_layers(
+    layers: list[Any], shapes: dict[str, tuple[int, ...]], input_size: int, meta: dict[str, Any]
+) -> None:
+    named: set[str] = set()
+    width = input_size
+    for index, layer in enumerate(layers):
+        where = f"layer {index}"
+        if not isinstance(layer, dict):
+            raise HeaderError(f"{where} must be a map, found {type(layer).__name__}.")
+        _choice(layer, "kind", LAYER_KINDS, where)
+        _choice(layer, "activation", ACTIVATIONS, where)
+        weight = _tensor_ref(layer, "weight", shapes, named, where)
+        bias = _tensor_ref(layer, "bias", shapes, named, where)
+        if len(weight) != 2 or weight[1] != width:
+            raise ShapeError(f"{where}: weight must have shape [out, {width}], found {list(weight)}.")
+        if bias != (weight[0],):
+            raise ShapeError(f"{where}: bias must have shape [{weight[0]}], found {list(bias)}.")
+        width = weight[0]
+    if named != set(shapes):
+        unused = sorted(set(shapes) - named)
+        raise HeaderError(f"every tensor must belong to a layer; {', '.join(map(repr, unused))} do not.")
+    if len(meta["labels"]) != width:
+        raise ShapeError(f"meta.labels has {len(meta['labels'])} labels for {width} outputs.")
+
+
+def _tensor_ref(
+    layer: dict[str, Any], key: str, shapes: dict[str, tuple[int, ...]], named: set[str], where: str
+) -> tuple[int, ...]:
+    name = _get(layer, key, str, where)
+    if name not in shapes:
+        raise HeaderError(f"{where}: {key} names tensor {name!r}, which does not exist.")
+    if name in named:
+        raise HeaderError(f"{where}: tensor {name!r} is already used by another layer entry.")
+    named.add(name)
+    return shapes[name]
