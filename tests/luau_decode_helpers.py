@@ -1,0 +1,149 @@
+"""Shared by the Luau decoder tests: small models packed by the Python packer, and a Luau
+helper that decodes a module and hands every weight back as exact float64 bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from mnistpack.compression import compress
+from mnistpack.constants import ERROR_STAGES, FORMAT_NAME, FORMAT_VERSION
+from mnistpack.container import Container, LayerSpec, pack
+from mnistpack.luau_emit import base64_lines, emit_module
+from mnistpack.quantize import QuantizedTensor, dequantize, quantize
+
+from tests.luau_host import LuauHost
+
+# Decodes a module table (or string) and flattens the weights: every W row by row, then
+# b, layer after layer, as little-endian float64; doubles are compared exactly, so -0.0
+# and every low bit count. Returns ok, then (flat bytes, shapes, activations) or the error.
+DECODE_CHUNK = r"""
+local Decoder = require(root.Decoder)
+local module, maxBytes = ...
+local ok, result = pcall(Decoder.decode, module, { maxBytes = maxBytes })
+if not ok then
+	return false, tostring(result)
+end
+local count = 0
+for _, layer in result.layers do
+	for _, row in layer.W do
+		count += #row
+	end
+	count += #layer.b
+end
+local out = buffer.create(count * 8)
+local o = 0
+local shapes, activations = {}, {}
+for _, layer in result.layers do
+	for _, row in layer.W do
+		for _, v in row do
+			buffer.writef64(out, o, v)
+			o += 8
+		end
+	end
+	for _, v in layer.b do
+		buffer.writef64(out, o, v)
+		o += 8
+	end
+	table.insert(shapes, string.format("%dx%d", #layer.W, #layer.W[1]))
+	table.insert(activations, layer.activation)
+end
+return true, buffer.tostring(out), table.concat(shapes, ","), table.concat(activations, ",")
+"""
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A container packed by the Python packer, and what every decoder must return for it."""
+
+    container: bytes
+    flat: bytes  # float64 little-endian, in DECODE_CHUNK's order
+    shapes: str
+    activations: str
+
+
+def small_meta(input_shape: Sequence[int], outputs: int, precision: str) -> dict[str, object]:
+    return {
+        "input": {"shape": list(input_shape), "layout": "row-major", "range": [0.0, 1.0]},
+        "labels": [str(i) for i in range(outputs)],
+        "precision": precision,
+        "source_sha256": "0" * 64,
+        "packer_version": "test",
+        "pruning": {"threshold": 0.0, "inputs_zeroed": 0},
+    }
+
+
+def pack_layers(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    precision: str,
+    activations: Sequence[str],
+    input_shape: Sequence[int] | None = None,
+    bias_precision: str = "float32",
+    per_row: bool = True,
+) -> Packed:
+    """Quantize and pack a Dense stack with the Python packer; W[k] has shape [out, in]."""
+    tensors: list[QuantizedTensor] = []
+    layers: list[LayerSpec] = []
+    for k, (w, b, activation) in enumerate(zip(weights, biases, activations, strict=True)):
+        tensors.append(quantize(f"dense_{k}/kernel", w, precision, per_row=per_row))
+        tensors.append(quantize(f"dense_{k}/bias", b, bias_precision))
+        layers.append(LayerSpec("dense", activation, f"dense_{k}/kernel", f"dense_{k}/bias"))
+    shape = list(input_shape) if input_shape is not None else [weights[0].shape[1]]
+    meta = small_meta(shape, weights[-1].shape[0], precision)
+    container = pack(Container(tuple(tensors), tuple(layers), meta))
+    flat = b"".join(dequantize(t).astype(np.float64).astype("<f8").tobytes() for t in tensors)
+    shapes = ",".join(f"{w.shape[0]}x{w.shape[1]}" for w in weights)
+    return Packed(container, flat, shapes, ",".join(activations))
+
+
+def small_stack(precision: str, seed: int = 0, sizes: Sequence[int] = (20, 8, 3)) -> Packed:
+    """A tiny Dense stack (20-8-3 by default): fast enough to decode thousands of times."""
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0, 0.5, (sizes[k + 1], sizes[k])).astype(np.float32) for k in range(len(sizes) - 1)]
+    biases = [rng.normal(0, 0.1, sizes[k + 1]).astype(np.float32) for k in range(len(sizes) - 1)]
+    activations = ["relu"] * (len(sizes) - 2) + ["softmax"]
+    return pack_layers(
+        weights, biases, precision, activations, input_shape=[4, 5] if sizes[0] == 20 else None
+    )
+
+
+def module_text(container: bytes, compression: str) -> str:
+    """The `data` text of a module: the (compressed) container as base64 lines."""
+    return "".join(base64_lines(compress(container, compression)))
+
+
+def module_source(container: bytes, compression: str) -> str:
+    """A single-file weights module as the packer writes it."""
+    files = emit_module(compress(container, compression), compression, comment_lines=["test module"])
+    assert list(files) == ["MnistWeights.luau"], list(files)
+    return files["MnistWeights.luau"]
+
+
+def module_table(host: LuauHost, text: str | bytes, compression: str) -> object:
+    """The table a weights module returns, built directly (no source to compile)."""
+    table = host.lua.create_table()
+    table.set("format", FORMAT_NAME)
+    table.set("version", FORMAT_VERSION)
+    table.set("compression", compression)
+    table.set("data", host.lua.create_string(text.encode() if isinstance(text, str) else text))
+    return table
+
+
+def decode(host: LuauHost, module: object, max_bytes: int | None = None) -> tuple[bool, bytes, str, str]:
+    """(ok, flat float64 bytes or the error message, shapes, activations)."""
+    result = host.run(DECODE_CHUNK, module, max_bytes)
+    if not result[0]:
+        return False, result[1].as_bytes(), "", ""
+    return True, result[1].as_bytes(), result[2].as_bytes().decode(), result[3].as_bytes().decode()
+
+
+def error_stage(message: bytes) -> str | None:
+    """The stage of a `mnistpack: <stage>: ...` message, or None for any other message."""
+    text = message.decode("utf-8", "replace")
+    prefix = "mnistpack: "
+    if not text.startswith(prefix):
+        return None
+    stage = text[len(prefix) :].split(":", 1)[0]
+    return stage if stage in ERROR_STAGES else None
