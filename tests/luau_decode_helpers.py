@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from mnistpack.compression import compress
 from mnistpack.constants import ERROR_STAGES, FORMAT_NAME, FORMAT_VERSION
-from mnistpack.container import Container, LayerSpec, pack
+from mnistpack.container import Container, LayerSpec, pack, unpack
 from mnistpack.luau_emit import base64_lines, emit_module
 from mnistpack.quantize import QuantizedTensor, dequantize, quantize
 
@@ -96,6 +96,21 @@ def pack_layers(
     flat = b"".join(dequantize(t).astype(np.float64).astype("<f8").tobytes() for t in tensors)
     shapes = ",".join(f"{w.shape[0]}x{w.shape[1]}" for w in weights)
     return Packed(container, flat, shapes, ",".join(activations))
+
+
+def python_flat(container: bytes) -> tuple[bytes, str, str]:
+    """What Python's own decoder makes of a container (raises FormatError if it refuses it):
+    flat float64 bytes, shapes and activations, in DECODE_CHUNK's order."""
+    unpacked = unpack(container)
+    by_name = {tensor.name: tensor for tensor in unpacked.tensors}
+    parts = []
+    shapes = []
+    for layer in unpacked.layers:
+        weight = dequantize(by_name[layer.weight])
+        parts.append(weight.astype("<f8").tobytes())
+        parts.append(dequantize(by_name[layer.bias]).astype("<f8").tobytes())
+        shapes.append(f"{weight.shape[0]}x{weight.shape[1]}")
+    return b"".join(parts), ",".join(shapes), ",".join(layer.activation for layer in unpacked.layers)
 
 
 def small_stack(precision: str, seed: int = 0, sizes: Sequence[int] = (20, 8, 3)) -> Packed:
