@@ -1,0 +1,211 @@
+"""The Roblox fast paths of luau/Native.luau, with fake EncodingService and HttpService
+(Python's base64, zstandard and json behind them): each path gives exactly the weights of
+the pure-Luau path, and a failing or lying service falls back to it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import zstandard
+
+from tests.luau_decode_helpers import (
+    Packed,
+    decode,
+    error_stage,
+    module_table,
+    module_text,
+    small_stack,
+)
+from tests.luau_host import LuauHost
+
+# Fake services that count their calls; `modes` makes one of them fail in a chosen way:
+# "error" raises, "string" returns a non-buffer, "garbage" returns wrong bytes.
+FAKES = r"""
+local Native = require(root.Native)
+local pyBase64, pyZstd, pyJson, modes = ...
+local calls = { base64 = 0, decompress = 0, json = 0 }
+local ZSTD = table.freeze({ Name = "Zstd" }) -- stands for Enum.CompressionAlgorithm.Zstd
+
+local function answer(mode, produce)
+	if mode == "error" then
+		error("the service failed")
+	elseif mode == "string" then
+		return "not a buffer"
+	elseif mode == "garbage" then
+		return buffer.fromstring("MNPK\1\0\5\0\0\0garbage and more garbage")
+	end
+	return buffer.fromstring(produce())
+end
+
+local encoding = {}
+function encoding:Base64Decode(input)
+	calls.base64 += 1
+	assert(typeof(input) == "buffer", "Base64Decode takes a buffer")
+	return answer(modes.base64, function()
+		return pyBase64(buffer.tostring(input))
+	end)
+end
+function encoding:DecompressBuffer(input, algorithm)
+	calls.decompress += 1
+	assert(typeof(input) == "buffer", "DecompressBuffer takes a buffer")
+	assert(algorithm == ZSTD, "DecompressBuffer was not asked for Zstd")
+	return answer(modes.decompress, function()
+		return pyZstd(buffer.tostring(input))
+	end)
+end
+
+local http = {}
+function http:JSONDecode(text)
+	calls.json += 1
+	return answer(modes.json, function()
+		return pyJson(text)
+	end)
+end
+
+Native.setServices({
+	encoding = if modes.noEncoding then nil else encoding,
+	http = if modes.noHttp then nil else http,
+	zstd = ZSTD,
+})
+return function()
+	return calls.base64, calls.decompress, calls.json
+end
+"""
+
+
+def py_base64(_lua: Any, args: tuple[Any, ...]) -> Any:
+    return _lua.create_string(base64.b64decode(args[0].as_bytes(), validate=True))
+
+
+def py_zstd(_lua: Any, args: tuple[Any, ...]) -> Any:
+    return _lua.create_string(zstandard.ZstdDecompressor().decompress(args[0].as_bytes()))
+
+
+def py_json(_lua: Any, args: tuple[Any, ...]) -> Any:
+    # exactly the object Roblox documents for compressed buffers, nothing else
+    value = json.loads(args[0].as_bytes())
+    assert list(value) == ["m", "t", "zbase64"] and value["m"] is None and value["t"] == "buffer", value
+    raw = base64.b64decode(value["zbase64"], validate=True)
+    return _lua.create_string(zstandard.ZstdDecompressor().decompress(raw))
+
+
+def with_fakes(**modes: Any) -> tuple[LuauHost, Any]:
+    """A VM whose Native module uses the fakes; returns it and a call counter."""
+    host = LuauHost()
+    lua_modes = host.lua.create_table()
+    for key, value in modes.items():
+        lua_modes.set(key, value)
+    functions = [host.lua.create_function(f) for f in (py_base64, py_zstd, py_json)]
+    counter = host.run(FAKES, *functions, lua_modes)[0]
+    return host, counter
+
+
+def calls(counter: Any) -> dict[str, int]:
+    base64_calls, decompress_calls, json_calls = counter()
+    return {"base64": base64_calls, "decompress": decompress_calls, "json": json_calls}
+
+
+PACKED = small_stack("int8", seed=11)
+
+
+def pure_result(packed: Packed, compression: str) -> tuple[bool, bytes, str, str]:
+    host = LuauHost()
+    return decode(host, module_table(host, module_text(packed.container, compression), compression))
+
+
+def test_pure_path_matches_python() -> None:
+    assert pure_result(PACKED, "zstd") == (True, PACKED.flat, PACKED.shapes, PACKED.activations)
+
+
+@pytest.mark.parametrize(
+    ("modes", "expected_calls"),
+    [
+        ({}, {"base64": 1, "decompress": 1, "json": 0}),
+        ({"noEncoding": True}, {"base64": 0, "decompress": 0, "json": 1}),
+        ({"base64": "error"}, {"base64": 1, "decompress": 0, "json": 1}),
+        ({"base64": "string"}, {"base64": 1, "decompress": 0, "json": 1}),
+        ({"decompress": "error"}, {"base64": 1, "decompress": 1, "json": 1}),
+        ({"decompress": "string"}, {"base64": 1, "decompress": 1, "json": 1}),
+        ({"decompress": "error", "json": "error"}, {"base64": 1, "decompress": 1, "json": 1}),
+        ({"base64": "error", "noHttp": True}, {"base64": 1, "decompress": 0, "json": 0}),
+        ({"noEncoding": True, "noHttp": True}, {"base64": 0, "decompress": 0, "json": 0}),
+    ],
+    ids=[
+        "all services",
+        "no EncodingService",
+        "Base64Decode raises",
+        "Base64Decode returns a string",
+        "DecompressBuffer raises",
+        "DecompressBuffer returns a string",
+        "DecompressBuffer and JSONDecode raise",
+        "Base64Decode raises, no HttpService",
+        "no services",
+    ],
+)
+def test_each_path_gives_the_pure_weights(modes: dict[str, Any], expected_calls: dict[str, int]) -> None:
+    host, counter = with_fakes(**modes)
+    module = module_table(host, module_text(PACKED.container, "zstd"), "zstd")
+    assert decode(host, module) == pure_result(PACKED, "zstd")
+    assert calls(counter) == expected_calls
+
+
+def test_uncompressed_module_uses_only_base64() -> None:
+    host, counter = with_fakes()
+    module = module_table(host, module_text(PACKED.container, "none"), "none")
+    assert decode(host, module) == pure_result(PACKED, "none")
+    assert calls(counter) == {"base64": 1, "decompress": 0, "json": 0}
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_bare_string_uses_the_fast_paths(compression: str) -> None:
+    host, counter = with_fakes()
+    text = module_text(PACKED.container, compression).encode()
+    assert decode(host, host.lua.create_string(text)) == pure_result(PACKED, compression)
+    assert calls(counter) == {"base64": 1, "decompress": int(compression == "zstd"), "json": 0}
+
+
+@pytest.mark.parametrize("modes", [{"decompress": "garbage"}, {"noEncoding": True, "json": "garbage"}])
+def test_a_lying_service_cannot_produce_weights(modes: dict[str, Any]) -> None:
+    host, _ = with_fakes(**modes)
+    ok, message, _, _ = decode(host, module_table(host, module_text(PACKED.container, "zstd"), "zstd"))
+    assert not ok
+    assert error_stage(message) in ("container", "crc"), message
+
+
+def test_damaged_text_fails_with_the_pure_decoders_message() -> None:
+    host, counter = with_fakes()
+    text = module_text(PACKED.container, "zstd")
+    damaged = text[:50] + "!" + text[51:]
+    ok, message, _, _ = decode(host, module_table(host, damaged, "zstd"))
+    assert not ok
+    assert message.startswith(b"mnistpack: base64: expected only base64 characters"), message
+    # the engine is never handed text that is not base64 (it could be JSON-escaped)
+    assert calls(counter) == {"base64": 0, "decompress": 0, "json": 0}
+
+
+def test_native_result_larger_than_max_bytes_is_not_used() -> None:
+    host, counter = with_fakes()
+    module = module_table(host, module_text(PACKED.container, "zstd"), "zstd")
+    ok, message, _, _ = decode(host, module, len(PACKED.container) - 1)
+    assert not ok
+    assert error_stage(message) == "zstd", message
+    assert calls(counter)["decompress"] == 1
+
+
+def test_no_services_outside_roblox() -> None:
+    host = LuauHost()
+    assert host.run("return require(root.Native).available()") == [False]
+    assert host.run("return require(root.Native).decodeBase64('AAAA')") == [None]
+
+
+def test_a_game_global_that_is_not_an_instance_is_ignored() -> None:
+    host = LuauHost()
+    lookalike = host.lua.create_table()
+    lookalike.set("GetService", host.lua.create_function(lambda _lua, _args: None))
+    host.globals.set("game", lookalike)
+    assert host.run("return require(root.Native).available()") == [False]
+    ok, flat, _, _ = decode(host, module_table(host, module_text(PACKED.container, "zstd"), "zstd"))
+    assert ok and flat == PACKED.flat
