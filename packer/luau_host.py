@@ -273,6 +273,14 @@ class LuauHost:
             target = target.get("_children").get(part)
         return list(self._run_script(target))
 
+    def start_script(self, path: str, spawn: Any) -> None:
+        """Start the Script at `path` through `spawn` (a Luau function such as a fake
+        task.spawn), so it runs in a thread of its own and may yield, as in Roblox."""
+        target = self.root
+        for part in path.split("/"):
+            target = target.get("_children").get(part)
+        spawn(self._run_script, target)
+
     def bytes_arg(self, data: bytes) -> Any:
         return self.lua.create_string(data)
 
