@@ -108,9 +108,7 @@ def unpack(data: bytes) -> Container:
     (stored_crc,) = _CRC.unpack_from(data, payload_end)
     actual_crc = zlib.crc32(data[len(MAGIC) : payload_end])
     if stored_crc != actual_crc:
-        raise ChecksumError(
-            f"the CRC-32 says {stored_crc:08x}, the data gives {actual_crc:08x}: it is damaged."
-        )
+        raise ChecksumError(f"the stored CRC-32 is {stored_crc:08x} but the data gives {actual_crc:08x}.")
     header = decode_header(data[PREFIX_SIZE : PREFIX_SIZE + header_length])
     payload = data[PREFIX_SIZE + header_length : payload_end]
     validate_header(header, version, len(payload))

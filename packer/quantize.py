@@ -23,6 +23,7 @@ from mnistpack.constants import (
 from mnistpack.errors import QuantizationError, ShapeError
 
 FloatArray = np.ndarray
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,12 @@ def dequantize(tensor: QuantizedTensor) -> np.ndarray:
 
 
 def _encode_float16(name: str, w: FloatArray) -> bytes:
-    half = w.astype(np.float16)  # round to nearest even, as IEEE 754 says
+    with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
+        half = w.astype(np.float16)  # round to nearest even, as IEEE 754 says
     if not np.isfinite(half).all():
         raise QuantizationError(
             f"tensor {name!r} holds values up to {float(np.abs(w).max()):g}, beyond float16's "
-            "largest finite value 65504; use float32."
+            f"largest finite value {FLOAT16_MAX:.0f}; use float32."
         )
     bits = half.reshape(-1).view("<u2")
     return (bits >> 8).astype(np.uint8).tobytes() + (bits & 0xFF).astype(np.uint8).tobytes()
@@ -175,15 +177,17 @@ def _encode_int4(name: str, w: FloatArray) -> bytes:
     blocks = blocks.reshape(-1, INT4_BLOCK_SIZE)
     # Q4_0: the signed value of largest magnitude maps to code 0 (-8 * d), so d = it / -8
     signed_max = blocks[np.arange(len(blocks)), np.abs(blocks).argmax(axis=1)]
-    d = (signed_max / -8).astype(np.float16) + np.float16(0)  # "+ 0" turns -0.0 into 0.0
+    with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
+        d = (signed_max / -8).astype(np.float16) + np.float16(0)  # "+ 0" turns -0.0 into 0.0
     if not np.isfinite(d).all():
         raise QuantizationError(
             f"tensor {name!r} holds values up to {float(np.abs(w).max()):g}; int4 block scales "
-            "are float16, so weights must stay within +-524,000; use float32."
+            f"are float16, so weights must stay within +-{8 * FLOAT16_MAX:,.0f}; use float32."
         )
-    d32 = d.astype(np.float32).reshape(-1, 1)
+    # float64 division, as for int8: w / d is then within 2**-53 of exact before rint
+    d64 = d.astype(np.float64).reshape(-1, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        codes = np.where(d32 == 0, 0, np.rint(blocks / d32)) + INT4_ZERO_CODE
+        codes = np.where(d64 == 0, 0, np.rint(blocks / d64)) + INT4_ZERO_CODE
     # padding holds 0, so it gets code 8 (value 0) whatever d is, as FORMAT.md requires
     codes = np.clip(codes, 0, 15).astype(np.uint8)
     nibbles = codes[:, 0::2] | (codes[:, 1::2] << 4)

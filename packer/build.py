@@ -1,0 +1,245 @@
+"""The build pipeline: Keras model -> pruned, quantized container -> compressed -> Luau module files."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from mnistpack import __version__
+from mnistpack.compression import compress, decompress
+from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, PRECISIONS
+from mnistpack.container import Container, LayerSpec, pack, unpack
+from mnistpack.data import IMAGE_SIDE, PixelCounts, bundled_pixel_counts, load_test_set
+from mnistpack.errors import CompressionError, ContainerError, ModelError, QuantizationError
+from mnistpack.luau_emit import MODULE_NAME, emit_module
+from mnistpack.model import DenseStack, dense_stack_from_arrays, load_dense_stack
+from mnistpack.outputs import write_files
+from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD, dead_inputs, prune_inputs
+from mnistpack.quantize import dequantize, quantize
+
+SHIPPED_MODEL: Final = Path("models") / "mnist256.keras"
+BIAS_PRECISION: Final = "float32"  # biases are tiny; FORMAT.md section 4 keeps them exact
+TEXT_EXPORT_VALUES_PER_LINE: Final = 100
+ACCURACY_SKIPPED: Final = "accuracy: skipped, no MNIST test data (use --data)"
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    precision: str
+    payload_bytes: int  # tensor bytes inside the container
+    module_bytes: int  # every generated script together
+    text_export_bytes: int  # the same model as float32 Luau number literals (`text_export`)
+    ratio: float  # text_export_bytes / module_bytes: how many times smaller the module is
+    accuracy: float | None  # quantized weights on the MNIST test set; None without test data
+    files: tuple[Path, ...]
+    seconds: float
+    container_bytes: int = 0
+    compressed_bytes: int = 0
+    source_accuracy: float | None = None  # the float32 model as loaded, for comparison
+    inputs_zeroed: int = 0
+
+
+def shipped_model() -> Path:
+    """The model the repository ships, found beside the package (an editable install)."""
+    path = Path(__file__).resolve().parent.parent / SHIPPED_MODEL
+    if not path.is_file():
+        raise ModelError(
+            f"no --model given and the model this repository ships is not at {path} "
+            "(a non-editable install leaves it behind); pass --model PATH."
+        )
+    return path
+
+
+def build(
+    *,
+    model: Path | None,
+    precision: str,
+    out_dir: Path,
+    compression: str,
+    data_dir: Path | None,
+    progress: Callable[[str], None] | None = None,
+) -> BuildReport:
+    """Build the weights module for `model` (None: the shipped one) into `out_dir`.
+
+    Nothing is written unless every step succeeds.
+    """
+    started = time.perf_counter()
+    say = progress or (lambda _line: None)
+    if precision not in PRECISIONS:
+        raise QuantizationError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if compression not in COMPRESSIONS:
+        raise CompressionError(
+            f"unknown compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}."
+        )
+    model = model if model is not None else shipped_model()
+    say(f"loading {model}")
+    stack = load_dense_stack(model)
+    say(f"network {_describe(stack)}, {_weight_count(stack):,} weights and biases")
+    counts = bundled_pixel_counts()
+    container = quantize_stack(stack, precision, prune_threshold=DEFAULT_PRUNE_THRESHOLD, pixel_counts=counts)
+    zeroed = container.meta["pruning"]["inputs_zeroed"]
+    say(f"pruned {zeroed} input pixels lit in < {DEFAULT_PRUNE_THRESHOLD:.1%} of training images")
+    say(f"quantized to {precision}")
+    test_set = load_test_set(data_dir)
+    accuracy = source_accuracy = None
+    if test_set is not None:
+        images, labels = test_set
+        say(f"measuring accuracy on {len(labels):,} test digits")
+        correct = count_correct(dequantize_stack(container), images, labels)
+        container = replace(
+            container, meta={**container.meta, "accuracy": {"correct": correct, "total": len(labels)}}
+        )
+        accuracy = correct / len(labels)
+        source_accuracy = count_correct(stack, images, labels) / len(labels)
+    raw = pack(container)
+    blob = compress(raw, compression)
+    _verify(blob, compression, container)
+    say(f"container {len(raw):,} bytes, {compression} {len(blob):,} bytes")
+    files = emit_module(
+        blob, compression, comment_lines=_comment_lines(stack, container, len(raw), len(blob))
+    )
+    written = write_files(out_dir, files, obsolete=_obsolete_outputs(out_dir, files))
+    for path in written:
+        say(f"wrote {path}")
+    module_bytes = sum(len(text.encode()) for text in files.values())
+    text_bytes = len(text_export(stack).encode())
+    return BuildReport(
+        precision=precision,
+        payload_bytes=sum(len(t.data) for t in container.tensors),
+        module_bytes=module_bytes,
+        text_export_bytes=text_bytes,
+        ratio=text_bytes / module_bytes,
+        accuracy=accuracy,
+        files=written,
+        seconds=time.perf_counter() - started,
+        container_bytes=len(raw),
+        compressed_bytes=len(blob),
+        source_accuracy=source_accuracy,
+        inputs_zeroed=zeroed,
+    )
+
+
+def quantize_stack(
+    stack: DenseStack, precision: str, *, prune_threshold: float, pixel_counts: PixelCounts
+) -> Container:
+    """The container for `stack`: first-layer inputs pruned, weights at `precision`, biases float32."""
+    dead = dead_inputs(pixel_counts, prune_threshold)
+    tensors = []
+    layers = []
+    for number, layer in enumerate(stack.layers, start=1):
+        weight = prune_inputs(layer.weight, dead) if number == 1 else layer.weight
+        spec = LayerSpec("dense", layer.activation, f"dense{number}.weight", f"dense{number}.bias")
+        tensors += [quantize(spec.weight, weight, precision), quantize(spec.bias, layer.bias, BIAS_PRECISION)]
+        layers.append(spec)
+    meta: dict[str, Any] = {
+        "input": {"shape": [IMAGE_SIDE, IMAGE_SIDE], "layout": "row-major", "range": [0.0, 1.0]},
+        "labels": [str(label) for label in range(stack.output_size)],
+        "precision": precision,
+        "source_sha256": stack.source_sha256,
+        "packer_version": __version__,
+        "pruning": {"threshold": float(prune_threshold), "inputs_zeroed": int(dead.sum())},
+    }
+    return Container(tuple(tensors), tuple(layers), meta)
+
+
+def dequantize_stack(container: Container) -> DenseStack:
+    """The network exactly as every decoder rebuilds it from `container`."""
+    tensors = {tensor.name: tensor for tensor in container.tensors}
+    return dense_stack_from_arrays(
+        [
+            (dequantize(tensors[s.weight]), dequantize(tensors[s.bias]), s.activation)
+            for s in container.layers
+        ],
+        source_sha256=str(container.meta.get("source_sha256", "")),
+    )
+
+
+def count_correct(stack: DenseStack, images: np.ndarray, labels: np.ndarray) -> int:
+    """How many test digits the NumPy forward pass of `stack` classifies right."""
+    return int((stack.predict(images).argmax(axis=1) == labels).sum())
+
+
+def _verify(blob: bytes, compression: str, container: Container) -> None:
+    """Decode what is about to be written: it must give back exactly the quantized tensors."""
+    decoded = unpack(decompress(blob, compression))
+    if decoded.tensors != container.tensors or decoded.layers != container.layers:
+        raise ContainerError("the packed weights do not decode to the quantized weights; this is a bug.")
+
+
+def _describe(stack: DenseStack) -> str:
+    sizes = [stack.input_size, *(layer.weight.shape[0] for layer in stack.layers)]
+    activations = ", ".join(layer.activation for layer in stack.layers)
+    return f"{'-'.join(map(str, sizes))} ({activations})"
+
+
+def _weight_count(stack: DenseStack) -> int:
+    return sum(layer.weight.size + layer.bias.size for layer in stack.layers)
+
+
+def _comment_lines(stack: DenseStack, container: Container, raw_bytes: int, blob_bytes: int) -> list[str]:
+    meta = container.meta
+    score = meta.get("accuracy")
+    accuracy = (
+        f"{score['correct'] / score['total']:.2%} on {score['total']:,} MNIST test digits"
+        if score
+        else "not measured"
+    )
+    return [
+        f"{MODULE_NAME}: {meta['precision']} weights of a {_describe(stack)} network, "
+        f"format {FORMAT_VERSION}, read by mnistpack's Decoder.",
+        f"container {raw_bytes:,} bytes, compressed {blob_bytes:,} bytes; test accuracy {accuracy}.",
+        f"model sha256 {meta['source_sha256']}",
+        f"generated by mnistpack {__version__}; do not edit",
+    ]
+
+
+def _obsolete_outputs(out_dir: Path, files: dict[str, str]) -> list[str]:
+    """Weights files of an earlier build's other layout (single file vs split folder)."""
+    folder = out_dir / MODULE_NAME
+    parts = sorted(p.name for p in folder.glob("*.luau")) if folder.is_dir() else []
+    candidates = [f"{MODULE_NAME}.luau", *(f"{MODULE_NAME}/{name}" for name in parts if _is_ours(name))]
+    return [name for name in candidates if name not in files and (out_dir / name).is_file()]
+
+
+def _is_ours(name: str) -> bool:
+    return name == "init.luau" or (name.startswith("Part") and name[4:-5].isdigit())
+
+
+def text_export(stack: DenseStack) -> str:
+    """The reference project's export: one `return {...}` module per tensor, rows as nested
+    tables, every value "%.4f", 100 values per line. Only measured, never shipped."""
+    modules = []
+    for layer in stack.layers:
+        rows = ",\n".join(_text_vector(row) for row in layer.weight)
+        modules.append("return {\n" + rows + "\n}\n")
+        modules.append("return " + _text_vector(layer.bias) + "\n")
+    return "".join(modules)
+
+
+def _text_vector(values: np.ndarray) -> str:
+    numbers = [f"{value:.4f}" for value in values.tolist()]
+    step = TEXT_EXPORT_VALUES_PER_LINE
+    return "{" + ",\n".join(",".join(numbers[i : i + step]) for i in range(0, len(numbers), step)) + "}"
+
+
+def summary(report: BuildReport) -> list[str]:
+    """The table `mnistpack build` prints at the end."""
+    scripts = len([path for path in report.files if path.suffix == ".luau"])
+    if report.accuracy is None:
+        accuracy = ACCURACY_SKIPPED
+    else:
+        source = f"; float32 model {report.source_accuracy:.2%}" if report.source_accuracy is not None else ""
+        accuracy = f"accuracy: {report.accuracy:.2%} on the MNIST test set{source}"
+    return [
+        f"precision: {report.precision}",
+        f"payload bytes: {report.payload_bytes:,}",
+        f"module bytes: {report.module_bytes:,} in {scripts} script{'s' if scripts != 1 else ''}",
+        f"ratio: {report.ratio:.1f}x smaller than the float32 text export "
+        f"({report.text_export_bytes:,} bytes)",
+        accuracy,
+        f"time: {report.seconds:.1f} s",
+    ]
