@@ -1,0 +1,383 @@
+"""The drawing client (luau/client) run headless: the shipped scripts, fake Roblox around them.
+
+Brush and strokes are checked as pure functions; the client as a whole is driven by input
+events and frames, and read back through the GUI objects' properties. Stand-in Decoder and
+Model modules (below) make loading, threading and the UI checkable without weights; the
+last tests use the real Decoder, Model and shipped model, built with `--quant int8`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fakes.client import Client, Stroke, start_client
+from tests.luau_host import ROOT, LuauHost
+
+GRID = 28
+
+# Decodes nothing, but like the real one: yields between steps through options.yield.
+STANDIN_DECODER = r"""
+local Decoder = { calls = 0, yields = 0, failWith = FAIL }
+function Decoder.decode(module, options)
+	Decoder.calls += 1
+	for _ = 1, 3 do
+		Decoder.yields += 1
+		options.yield("step")
+	end
+	if Decoder.failWith ~= nil then
+		error(Decoder.failWith, 0)
+	end
+	return { layers = {}, meta = {} }
+end
+return Decoder
+"""
+
+# Answers what the test puts in `answer`, and keeps every input it was given.
+STANDIN_MODEL = r"""
+local Model = { inputs = {}, answer = nil }
+Model.__index = Model
+function Model.new(weights)
+	return setmetatable({}, Model)
+end
+function Model.predict(self, pixels)
+	table.insert(Model.inputs, table.clone(pixels))
+	local p = Model.answer or { 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.91, 0.01, 0.01 }
+	local best = 1
+	for k = 2, #p do
+		if p[k] > p[best] then
+			best = k
+		end
+	end
+	return best - 1, p
+end
+return Model
+"""
+
+# Canvas values for the same strokes from the pure brush functions, then Preprocessing.
+# Points go to screen pixels and back exactly as the draw helper and the canvas do it.
+EXPECTED_INPUT = r"""
+local fakes, strokes = ...
+local Canvas = require(root.client.Canvas)
+local P = require(root.client.Preprocessing)
+local cells = fakes.find("Cells")
+local o, s = cells.AbsolutePosition, cells.AbsoluteSize
+local function map(point)
+	local x, y = o.X + point[1] / 28 * s.X, o.Y + point[2] / 28 * s.Y
+	return (x - o.X) / s.X * 28, (y - o.Y) / s.Y * 28
+end
+local pixels = table.create(784, 0)
+for _, stroke in strokes do
+	local x, y = map(stroke[1])
+	Canvas.stamp(pixels, x, y)
+	for i = 2, #stroke do
+		local nx, ny = map(stroke[i])
+		Canvas.segment(pixels, x, y, nx, ny)
+		x, y = nx, ny
+	end
+end
+return P.prepare(pixels)
+"""
+
+LAST_INPUT = "local inputs = require(root.Model).inputs; return inputs[#inputs]"
+PREDICTIONS = "return #require(root.Model).inputs"
+
+DIAGONAL: Sequence[Stroke] = [[(3.5, 3.5), (24.5, 24.5)]]
+
+
+def standin_client(fail: str | None = None) -> Client:
+    decoder = STANDIN_DECODER.replace("FAIL", "nil" if fail is None else repr(fail).replace("'", '"'))
+    return start_client(extra={"Decoder": decoder, "Model": STANDIN_MODEL, "MnistWeights": "return {}"})
+
+
+def loaded(client: Client, frames: int = 10) -> Client:
+    client.step(frames)
+    assert client.text("Status") == constant(client, "READY_TEXT")
+    return client
+
+
+def constant(client: Client, name: str) -> object:
+    return client.lua("local _, name = ...; return require(root.client.Constants)[name]", name)[0]
+
+
+def lua_list(client: Client, code: str, *args: object) -> np.ndarray:
+    (table,) = client.host.run(code, *args)
+    return np.array([table.get(i) for i in range(1, table.len() + 1)], dtype=float)
+
+
+def lua_strokes(client: Client, strokes: Sequence[Stroke]) -> object:
+    outer = client.host.lua.create_table()
+    for stroke in strokes:
+        inner = client.host.lua.create_table()
+        for x, y in stroke:
+            point = client.host.lua.create_table()
+            point.push(float(x))
+            point.push(float(y))
+            inner.push(point)
+        outer.push(inner)
+    return outer
+
+
+@pytest.fixture()
+def client() -> Iterator[Client]:
+    started = standin_client()
+    yield started
+    assert started.errors() == []
+
+
+# --- the brush ----------------------------------------------------------------------------
+
+BRUSH = r"""
+local Canvas = require(root.client.Canvas)
+local C = require(root.client.Constants)
+local pixels = table.create(784, 0)
+local x0, y0, x1, y1, times = ...
+for _ = 1, times do
+	Canvas.stamp(pixels, x0, y0)
+	Canvas.segment(pixels, x0, y0, x1, y1)
+end
+return pixels, C.BRUSH_RADIUS, C.BRUSH_CORE
+"""
+
+
+@pytest.fixture(scope="module")
+def host() -> LuauHost:
+    return LuauHost()
+
+
+def brush(host: LuauHost, x0: float, y0: float, x1: float, y1: float, times: int = 1) -> np.ndarray:
+    table, _, _ = host.run(BRUSH, x0, y0, x1, y1, times)
+    return np.array([table.get(i) for i in range(1, GRID * GRID + 1)]).reshape(GRID, GRID)
+
+
+def test_one_stamp_has_a_full_core_and_a_soft_edge(host: LuauHost) -> None:
+    _, radius, core = host.run(BRUSH, 0, 0, 0, 0, 0)
+    dot = brush(host, 14.5, 10.5, 14.5, 10.5)
+    assert dot[10, 14] == 1.0
+    rows, cols = np.mgrid[0:GRID, 0:GRID]
+    distance = np.hypot(rows + 0.5 - 10.5, cols + 0.5 - 14.5)
+    expected = np.clip((radius - distance) / (radius - core), 0, 1)
+    expected[distance <= core] = 1.0
+    assert np.allclose(dot, expected, atol=1e-12)
+    assert 0 < dot[10, 15] < 1 and dot[10, 17] == 0
+
+
+def test_going_over_a_stroke_again_changes_nothing(host: LuauHost) -> None:
+    once = brush(host, 4.2, 20.7, 23.9, 6.1, times=1)
+    thrice = brush(host, 4.2, 20.7, 23.9, 6.1, times=3)
+    assert np.array_equal(once, thrice)
+    assert once.max() == 1.0 and once.min() == 0.0
+
+
+def test_a_fast_swipe_leaves_no_gap(host: LuauHost) -> None:
+    # one segment 30 cells long, as two input events far apart would give
+    line = brush(host, 1.5, 1.5, 26.5, 26.5)
+    for i in range(1, 27):
+        assert line[i, i] == 1.0, f"gap at cell ({i}, {i})"
+
+
+# --- the client with stand-ins ------------------------------------------------------------------
+
+
+def test_first_frame_shows_loading_and_decoding_waits_for_later_frames(client: Client) -> None:
+    assert client.text("Status") == constant(client, "LOADING_TEXT")
+    assert client.lua("return require(root.Decoder).calls") == [0]
+    client.step()
+    assert client.lua("return require(root.Decoder).calls") == [1]
+    # the decoder yields between steps: each step costs a frame, the screen stays live
+    assert client.text("Status") == constant(client, "LOADING_TEXT")
+    loaded(client)
+    assert client.lua("return require(root.Decoder).yields") == [3]
+
+
+def test_a_decoder_error_is_shown_not_thrown() -> None:
+    client = standin_client(fail="mnistpack: crc: expected checksum 1, found 2")
+    client.step(10)
+    assert client.text("Status") == constant(client, "FAILED_TEXT")
+    assert any("mnistpack: crc: expected checksum 1, found 2" in line for line in client.warnings())
+    assert client.errors() == []
+
+
+def test_the_model_gets_the_preprocessed_canvas(client: Client) -> None:
+    loaded(client)
+    client.draw(DIAGONAL)
+    got = lua_list(client, LAST_INPUT)
+    expected = lua_list(client, EXPECTED_INPUT, client.fakes, lua_strokes(client, DIAGONAL))
+    assert np.array_equal(got, expected)
+    # values stay 0..1 end to end: a stray /255 would leave the maximum near 0.004
+    assert 0.9 < got.max() <= 1.0 and got.min() == 0.0
+
+
+def test_touch_draws_exactly_like_the_mouse() -> None:
+    inputs = []
+    for device in ("mouse", "touch"):
+        client = loaded(standin_client())
+        client.draw(DIAGONAL, device=device)
+        inputs.append(lua_list(client, LAST_INPUT))
+        assert client.errors() == []
+    assert np.array_equal(inputs[0], inputs[1])
+
+
+def test_at_most_one_prediction_per_frame(client: Client) -> None:
+    loaded(client)
+    # 40 pointer events inside one frame
+    client.lua(
+        """
+		local fakes = ...
+		local cells = fakes.find("Cells")
+		local o, s = cells.AbsolutePosition, cells.AbsoluteSize
+		fakes.mouseDown(o.X + s.X * 0.2, o.Y + s.Y * 0.2)
+		for k = 1, 39 do
+			fakes.mouseMove(o.X + s.X * (0.2 + k / 80), o.Y + s.Y * 0.5)
+		end
+		"""
+    )
+    assert client.lua(PREDICTIONS) == [0]
+    client.step()
+    assert client.lua(PREDICTIONS) == [1]
+    client.step(3)  # nothing new drawn: nothing to predict
+    assert client.lua(PREDICTIONS) == [1]
+
+
+def test_the_canvas_shows_the_ink(client: Client) -> None:
+    loaded(client)
+    client.draw(DIAGONAL)
+    inked, blank, ink, background = client.lua(
+        """
+		local fakes = ...
+		local C = require(root.client.Constants)
+		local cells = fakes.find("Cells")
+		local function hex(c) return string.format("%.4f %.4f %.4f", c.R, c.G, c.B) end
+		local function rgb(t) return hex(Color3.fromRGB(t[1], t[2], t[3])) end
+		local inked, blank = cells.Cell_14_14.BackgroundColor3, cells.Cell_0_27.BackgroundColor3
+		return hex(inked), hex(blank), rgb(C.COLORS.ink), rgb(C.COLORS.canvas)
+		"""
+    )
+    assert inked == ink and blank == background
+
+
+def test_top_guess_is_highlighted_and_bars_follow_the_probabilities(client: Client) -> None:
+    loaded(client)
+    client.draw(DIAGONAL)
+    assert client.text("TopGuess") == "7"
+    assert client.text("Confidence") == "91% sure"
+    fill, accent, percent = client.lua(
+        """
+		local fakes = ...
+		local C = require(root.client.Constants)
+		local row = fakes.find("Row7")
+		local fill = row.Bar.Fill
+		local a = C.COLORS.accent
+		local same = math.abs(fill.BackgroundColor3.R - a[1] / 255) < 1e-9
+		return fill.Size.X.Scale, same, row.Percent.Text
+		"""
+    )
+    assert fill == pytest.approx(0.91) and accent is True and percent == "91%"
+
+
+def test_low_confidence_says_not_sure(client: Client) -> None:
+    loaded(client)
+    client.lua("require(root.Model).answer = { 0.05, 0.3, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3, 0.05, 0.05 }")
+    client.draw(DIAGONAL)
+    assert client.text("TopGuess") == constant(client, "NOT_SURE_TEXT")
+    assert client.text("Confidence").startswith("maybe ")
+
+
+def test_clear_empties_the_canvas_and_the_result(client: Client) -> None:
+    loaded(client)
+    client.draw(DIAGONAL)
+    assert client.text("TopGuess") != ""
+    before = client.lua(PREDICTIONS)[0]
+    client.click("Clear")
+    assert client.text("TopGuess") == "" and client.text("Confidence") == ""
+    percents = client.lua(
+        """
+		local fakes = ...
+		local texts = {}
+		for d = 0, 9 do
+			local row = fakes.find("Row" .. d)
+			table.insert(texts, row.Percent.Text .. "|" .. row.Bar.Fill.Size.X.Scale)
+		end
+		return table.concat(texts, ",")
+		"""
+    )[0]
+    assert percents == ",".join(["|0"] * 10)
+    # an empty canvas is never fed to the model: the UI just shows nothing
+    assert client.lua(PREDICTIONS)[0] == before
+
+
+def test_a_press_outside_the_canvas_draws_nothing(client: Client) -> None:
+    loaded(client)
+    client.lua("local fakes = ...; fakes.mouseDown(2, 2); fakes.mouseMove(600, 400); fakes.mouseUp(600, 400)")
+    client.step(2)
+    assert client.lua(PREDICTIONS) == [0]
+    assert client.text("TopGuess") == ""
+
+
+def test_a_digit_drawn_while_loading_is_predicted_once_ready() -> None:
+    client = standin_client()
+    client.draw(DIAGONAL)  # the draw helper plays a frame per event: decoding is under way
+    client.step(10)
+    assert client.text("TopGuess") == "7"
+    assert client.errors() == []
+
+
+# --- the real thing: Decoder, Model and the shipped model --------------------------------------
+
+SHIPPED_MODEL = ROOT / "models" / "mnist256.keras"
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, points: int = 16) -> list[tuple[float, float]]:
+    return [
+        (cx + rx * math.sin(2 * math.pi * k / points), cy - ry * math.cos(2 * math.pi * k / points))
+        for k in range(points + 1)
+    ]
+
+
+# Drawn the way a player might: a "1" a little slanted and right of centre, a "7" small in
+# the top-left corner (only Preprocessing makes that one readable), a "0" as one loop.
+DIGITS: dict[str, Sequence[Stroke]] = {
+    "1": [[(17, 5), (15.5, 23)]],
+    "7": [[(4, 4), (14, 4), (8, 17)]],
+    "0": [ellipse(14, 14, 6.5, 9.5)],
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    missing = [
+        p.name for p in (ROOT / "luau" / "Decoder.luau", ROOT / "luau" / "Model.luau") if not p.is_file()
+    ]
+    if missing:
+        pytest.skip(f"the Luau runtime is not complete yet ({', '.join(missing)} missing)")
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"no shipped model at {SHIPPED_MODEL} yet")
+    from mnistpack.build import build
+
+    out = tmp_path_factory.mktemp("weights")
+    build(model=SHIPPED_MODEL, precision="int8", out_dir=out, compression="zstd", data_dir=None)
+    return out
+
+
+def real_client(weights: Path) -> Client:
+    single = weights / "MnistWeights.luau"
+    if single.is_file():
+        return start_client(extra={"MnistWeights": single.read_text(encoding="utf-8")})
+    return start_client(extra_dirs={"MnistWeights": weights / "MnistWeights"})
+
+
+def test_real_model_recognises_drawn_digits(shipped_weights: Path) -> None:
+    client = real_client(shipped_weights)
+    with client.host.time_limit(60):
+        client.step(30)
+        assert client.text("Status") == constant(client, "READY_TEXT"), client.warnings()
+        for digit, strokes in DIGITS.items():
+            client.draw(strokes, events_per_frame=3)
+            assert client.text("TopGuess") == digit, (digit, client.text("Confidence"))
+            client.click("Clear")
+            assert client.text("TopGuess") == ""
+    assert client.errors() == []
