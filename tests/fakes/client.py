@@ -85,7 +85,9 @@ class Client:
     def errors(self) -> list[str]:
         """Errors raised in any client thread so far (each with its traceback)."""
         (count,) = self.lua("local fakes = ...; return #fakes.errors")
-        return [self.lua("local fakes, i = ...; return fakes.errors[i]", i)[0] for i in range(1, int(count) + 1)]
+        return [
+            self.lua("local fakes, i = ...; return fakes.errors[i]", i)[0] for i in range(1, int(count) + 1)
+        ]
 
     def warnings(self) -> list[str]:
         (joined,) = self.lua("local fakes = ...; return table.concat(fakes.warnings, '\\n')")
@@ -111,11 +113,15 @@ def _plain(value: Any) -> Any:
     return value.as_bytes().decode("utf-8") if hasattr(value, "as_bytes") else value
 
 
-def start_client(extra: Mapping[str, str] | None = None, extra_dirs: Mapping[str, Path] | None = None) -> Client:
+def start_client(
+    extra: Mapping[str, str] | None = None, extra_dirs: Mapping[str, Path] | None = None
+) -> Client:
     """The client started as Roblox starts a LocalScript, before its first frame."""
     host = LuauHost(extra=extra, extra_dirs=extra_dirs)
     factory = host.lua.load_chunk(FAKES_SOURCE, "fakes")()[0]
     fakes = factory(host.root, *VIEWPORT)[0]
-    host.run("local fakes, globals = ...; for k, v in fakes.globals do globals[k] = v end", fakes, host.globals)
+    host.run(
+        "local fakes, globals = ...; for k, v in fakes.globals do globals[k] = v end", fakes, host.globals
+    )
     host.start_script("client", fakes.get("task").get("spawn"))
     return Client(host=host, fakes=fakes)
