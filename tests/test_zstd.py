@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.luau_host import LuauHost
@@ -301,7 +301,7 @@ def test_limit_on_frames_without_size(decoder: Decoder) -> None:
 # ----------------------------------------------------------------------------- properties
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None)
 @given(
     data=st.one_of(
         st.binary(max_size=3000),
@@ -320,6 +320,9 @@ def test_roundtrip_property(
 
 
 # ----------------------------------------------------------------------------- damage
+# The time limits below turn a hang into a failure. pluau cannot unwind the
+# interrupt's error through a Luau pcall (Zstd.decompress has one): a hang there
+# kills the test process (SIGILL) instead, which fails the run all the same.
 
 
 def damage_corpus() -> list[bytes]:
@@ -341,30 +344,31 @@ def test_truncation_always_fails(decoder: Decoder) -> None:
 
 
 def test_byte_flips_fail_cleanly() -> None:
+    """A flip may legitimately change the output (raw literals); it must never hang or leak a VM error."""
     checked = Decoder()
     rng = random.Random(1234)
     corpus = damage_corpus()
-    with checked.host.time_limit(20.0):
-        for _ in range(300):
-            original = rng.choice(corpus)
-            damaged = bytearray(original)
-            for _ in range(rng.choice([1, 1, 2, 3])):
-                damaged[rng.randrange(len(damaged))] ^= rng.randrange(1, 256)
+    for _ in range(300):
+        damaged = bytearray(rng.choice(corpus))
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            damaged[rng.randrange(len(damaged))] ^= rng.randrange(1, 256)
+        with checked.host.time_limit(2.0):
             result = checked.decode(bytes(damaged))
-            if isinstance(result, str):
-                assert result.startswith(PREFIX), result
-                assert "longer than" not in result, result
+        if isinstance(result, str):
+            assert result.startswith(PREFIX), result
+            assert "longer than" not in result, result
 
 
 def test_random_garbage_after_magic_fails_cleanly() -> None:
     checked = Decoder()
     rng = random.Random(99)
     magic = struct.pack("<I", 0xFD2FB528)
-    with checked.host.time_limit(20.0):
-        for _ in range(200):
+    for _ in range(200):
+        with checked.host.time_limit(2.0):
             result = checked.decode(magic + rng.randbytes(rng.randrange(0, 200)))
-            if isinstance(result, str):
-                assert result.startswith(PREFIX), result
+        if isinstance(result, str):
+            assert result.startswith(PREFIX), result
+            assert "longer than" not in result, result
 
 
 def test_errors_never_leak_internal_messages() -> None:
