@@ -20,6 +20,7 @@ from mnistpack.model import DenseStack, dense_stack_from_arrays, load_dense_stac
 from mnistpack.outputs import write_files
 from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD, dead_inputs, prune_inputs
 from mnistpack.quantize import dequantize, quantize
+from mnistpack.roblox import roblox_files
 
 SHIPPED_MODEL: Final = Path("models") / "mnist256.keras"
 BIAS_PRECISION: Final = "float32"  # biases are tiny; FORMAT.md section 4 keeps them exact
@@ -102,7 +103,9 @@ def build(
     files = emit_module(
         blob, compression, comment_lines=_comment_lines(stack, container, len(raw), len(blob))
     )
-    written = write_files(out_dir, files, obsolete=_obsolete_outputs(out_dir, files))
+    # the drop-in Roblox files go in the same atomic write; they follow the weights files
+    roblox = roblox_files(files)
+    written = write_files(out_dir, {**files, **roblox}, obsolete=_obsolete_outputs(out_dir, files))
     for path in written:
         say(f"wrote {path}")
     module_bytes = sum(len(text.encode()) for text in files.values())
@@ -114,7 +117,7 @@ def build(
         text_export_bytes=text_bytes,
         ratio=text_bytes / module_bytes,
         accuracy=accuracy,
-        files=written,
+        files=written[: len(files)],
         seconds=time.perf_counter() - started,
         container_bytes=len(raw),
         compressed_bytes=len(blob),

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from mnistpack.build import build
 from mnistpack.errors import OutputError
 from mnistpack.roblox import (
     MODEL_FILE,
@@ -27,6 +28,7 @@ from mnistpack.roblox import (
 )
 
 from tests.luau_host import LUAU_DIR, ROOT
+from tests.random_model import save_random_model
 
 SINGLE = {"MnistWeights.luau": 'return { format = "mnistpack", data = [[\nQUJD\n]] }\n'}
 SPLIT = {
@@ -203,3 +205,23 @@ def test_project_json_is_up_to_date() -> None:
         '.venv/bin/python -c "from mnistpack.roblox import *; '
         "open('default.project.json', 'w').write(repository_project(read_luau()))\""
     )
+
+
+# --- mnistpack build writes them --------------------------------------------------------------
+
+
+def test_build_writes_the_roblox_files_beside_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MNISTPACK_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    model = save_random_model(tmp_path / "random8.keras", 8)
+    outputs = []
+    for out in ("a", "b"):
+        build(model=model, precision="int8", out_dir=tmp_path / out, compression="zstd", data_dir=None)
+        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / out).iterdir())})
+    assert set(outputs[0]) == {"MnistWeights.luau", MODEL_FILE, PLACE_FILE, WEIGHTS_PROJECT_FILE}
+    assert outputs[0] == outputs[1], "two builds must be byte-identical"
+    weights = {"MnistWeights.luau": outputs[0]["MnistWeights.luau"].decode("utf-8")}
+    model_xml = outputs[0][MODEL_FILE].decode("utf-8")
+    assert scripts(model_xml) == expected_scripts("Mnist", None, weights)
