@@ -1,9 +1,9 @@
 """luau/client/Preprocessing.luau against an independent NumPy implementation of MNIST's
 preparation, on hand-made canvases and seeded random drawings.
 
-Conventions (as in Preprocessing.luau): canvases are 28x28 row-major, values 0..1; cell
-(r, c) covers [r, r + 1) x [c, c + 1), so its mass sits at (r + 0.5, c + 0.5) and the
-field's centre is (14, 14).
+Conventions (as in Preprocessing.luau): canvases are 28x28 row-major, values 0..1; a
+cell's mass counts at its 0-based (row, column) index, and the centre of mass goes to
+cell (14, 14), where MNIST's own digits have it.
 
 The reference resamples by supersampling, not by overlap weights: each crop cell is
 repeated `out` times along each axis and blocks of `in` fine cells are averaged, which is
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mnistpack.data import load_test_set
 
 from tests.luau_host import LuauHost
 
@@ -79,8 +81,8 @@ def reference(canvas: np.ndarray, fit: int, centre: float) -> np.ndarray:
     fine = np.repeat(np.repeat(crop, oh, axis=0), ow, axis=1)
     small = fine.reshape(oh, h, ow, w).mean(axis=(1, 3))
     mass = small.sum()
-    com_r = (small.sum(axis=1) * (np.arange(oh) + 0.5)).sum() / mass
-    com_c = (small.sum(axis=0) * (np.arange(ow) + 0.5)).sum() / mass
+    com_r = (small.sum(axis=1) * np.arange(oh)).sum() / mass
+    com_c = (small.sum(axis=0) * np.arange(ow)).sum() / mass
     top = min(max(math.floor(centre - com_r + 0.5), 0), GRID - oh)
     left = min(max(math.floor(centre - com_c + 0.5), 0), GRID - ow)
     out[top : top + oh, left : left + ow] = small
@@ -89,8 +91,8 @@ def reference(canvas: np.ndarray, fit: int, centre: float) -> np.ndarray:
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
     mass = image.sum()
-    r = (image.sum(axis=1) * (np.arange(GRID) + 0.5)).sum() / mass
-    c = (image.sum(axis=0) * (np.arange(GRID) + 0.5)).sum() / mass
+    r = (image.sum(axis=1) * np.arange(GRID)).sum() / mass
+    c = (image.sum(axis=0) * np.arange(GRID)).sum() / mass
     return float(r), float(c)
 
 
@@ -108,7 +110,8 @@ def test_single_dot_fills_the_20x20_box_centred(prepare: Prepare, constants: Con
     canvas[5, 9] = 1.0
     out = prepare(canvas)
     expected = np.zeros((GRID, GRID))
-    expected[4:24, 4:24] = 1.0  # 20x20 with its centre of mass, (10, 10), moved to (14, 14)
+    # 20x20, centre of mass (9.5, 9.5): 14 - 9.5 is a tie, rounded up to a shift of 5
+    expected[5:25, 5:25] = 1.0
     assert np.array_equal(out, expected)
     assert np.array_equal(out, reference(canvas, constants["FIT"], constants["CENTRE"]))
 
@@ -127,12 +130,12 @@ def test_thin_vertical_line_becomes_a_20_cell_line_in_the_middle(
     canvas[2:26, 3] = 1.0  # 24 cells long, 1 wide, far left
     out = prepare(canvas)
     expected = np.zeros((GRID, GRID))
-    # scaled by 20/24: 20 x round(0.83) = 20 x 1; mass centre (10, 0.5) -> rows 4..23, column 14
-    expected[4:24, 14] = 1.0
+    # scaled by 20/24: 20 x round(0.83) = 20 x 1; mass centre (9.5, 0) -> rows 5..24, column 14
+    expected[5:25, 14] = 1.0
     assert np.allclose(out, expected, atol=1e-12)
     assert np.allclose(out, reference(canvas, constants["FIT"], constants["CENTRE"]), atol=1e-12)
     r, c = centre_of_mass(out)
-    # 14 - 0.5 is a tie, rounded up: the line's mass lands half a cell right of 14
+    # 14 - 9.5 is a tie, rounded up: the line's mass lands half a cell below 14
     assert abs(r - 14) <= HALF and abs(c - 14) <= HALF
 
 
@@ -205,6 +208,17 @@ def test_ink_is_never_pushed_out_of_the_field(prepare: Prepare, constants: Const
     assert ink_box(out) == (20, 20)
     assert out[GRID - 1].any(), "the box is stopped at the bottom edge, not cut off"
     assert centre_of_mass(out)[0] < 13.5, "exact centring would have needed a larger shift"
+
+
+def test_mnist_digits_are_already_prepared(prepare: Prepare, mnist_dir: Path) -> None:
+    # MNIST was made by this very recipe, so its digits must come out untouched: same
+    # 20-cell box, same centre of mass cell. This pins the coordinate convention.
+    test_set = load_test_set(mnist_dir)
+    assert test_set is not None
+    images = test_set[0][:300].astype(np.float64)
+    for index, image in enumerate(images):
+        canvas = image.reshape(GRID, GRID)
+        assert np.allclose(prepare(canvas), canvas, rtol=0, atol=1e-12), f"test digit {index} moved"
 
 
 def test_wrong_canvas_size_is_a_sentence(host: LuauHost) -> None:
