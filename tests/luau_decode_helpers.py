@@ -106,9 +106,10 @@ def python_flat(container: bytes) -> tuple[bytes, str, str]:
     parts = []
     shapes = []
     for layer in unpacked.layers:
-        weight = dequantize(by_name[layer.weight])
-        parts.append(weight.astype("<f8").tobytes())
-        parts.append(dequantize(by_name[layer.bias]).astype("<f8").tobytes())
+        with np.errstate(invalid="ignore"):  # a damaged float tensor may hold signalling NaNs
+            weight = dequantize(by_name[layer.weight])
+            parts.append(weight.astype("<f8").tobytes())
+            parts.append(dequantize(by_name[layer.bias]).astype("<f8").tobytes())
         shapes.append(f"{weight.shape[0]}x{weight.shape[1]}")
     return b"".join(parts), ",".join(shapes), ",".join(layer.activation for layer in unpacked.layers)
 

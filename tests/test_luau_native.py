@@ -181,9 +181,21 @@ def test_damaged_text_fails_with_the_pure_decoders_message() -> None:
     damaged = text[:50] + "!" + text[51:]
     ok, message, _, _ = decode(host, module_table(host, damaged, "zstd"))
     assert not ok
+    # both engine paths refused it (the fakes validate as Roblox does); the error that
+    # reaches the user is the pure decoder's, with the position
     assert message.startswith(b"mnistpack: base64: expected only base64 characters"), message
-    # the engine is never handed text that is not base64 (it could be JSON-escaped)
-    assert calls(counter) == {"base64": 0, "decompress": 0, "json": 0}
+    assert b"found byte 0x21 at character 51 (line 1, column 51)" in message, message
+    assert calls(counter) == {"base64": 1, "decompress": 0, "json": 1}
+
+
+@pytest.mark.parametrize("char", ['"', "\\"])
+def test_text_that_could_escape_the_json_string_never_reaches_json_decode(char: str) -> None:
+    host, counter = with_fakes(base64="error")
+    text = module_text(PACKED.container, "zstd")
+    ok, message, _, _ = decode(host, module_table(host, text[:20] + char + text[21:], "zstd"))
+    assert not ok
+    assert error_stage(message) == "base64", message
+    assert calls(counter)["json"] == 0
 
 
 def test_native_result_larger_than_max_bytes_is_not_used() -> None:
