@@ -229,6 +229,25 @@ def test_raw_and_rle_blocks_with_window_descriptor(decoder: Decoder) -> None:
     assert ok(decoder, frame(blocks)) == b"hello" + b"!" * 1000
 
 
+def test_three_byte_sequence_count_and_rle_tables(decoder: Decoder) -> None:
+    """32,700 sequences (3-byte count form), every code RLE: 1 literal, then 3 bytes at repeat offset 1."""
+    count = 32_700
+    literals = random.Random(7).randbytes(count)
+    literal_header = ((count << 4) | 0b1100).to_bytes(3, "little")  # raw, 20-bit size
+    sequences = bytes([255]) + (count - 0x7F00).to_bytes(2, "little") + bytes([0x54, 1, 0, 0]) + b"\x01"
+    content = literal_header + literals + sequences
+    blocks = block(2, len(content), content)
+    frame_bytes = frame(blocks, descriptor=0xA0, header=(4 * count).to_bytes(4, "little"))
+    assert ok(decoder, frame_bytes) == b"".join(bytes([b]) * 4 for b in literals)
+
+
+def test_repeat_modes_need_an_earlier_table(decoder: Decoder) -> None:
+    treeless = bytes([0b11, 0x10, 0x00]) + b"\x80"  # treeless literals, 1 stream, sizes 1 and 1
+    assert "Huffman tree before treeless" in err(decoder, frame(block(2, len(treeless), treeless)))
+    repeat = b"\x00" + bytes([1, 0xC0]) + b"\x01"  # no literals, 1 sequence, literal lengths repeat
+    assert "earlier literal length table" in err(decoder, frame(block(2, len(repeat), repeat)))
+
+
 def test_block_larger_than_window_is_rejected(decoder: Decoder) -> None:
     assert "block size" in err(decoder, frame(block(1, 1025, b"!")))
 
