@@ -47,24 +47,25 @@ class DenseLayer:
     name: str = ""  # the Keras layer name, for messages
 
     def __post_init__(self) -> None:
-        where = f"layer '{self.name}'" if self.name else "a layer"
+        label = f"Layer '{self.name}'" if self.name else "A layer"
         if self.weight.dtype != np.float32 or self.weight.ndim != 2:
             raise ModelError(
-                f"The weight of {where} is {self.weight.dtype} {self.weight.shape}, expected 2-D float32."
+                f"{label} has a {self.weight.dtype} weight of shape {self.weight.shape}, "
+                "expected 2-D float32."
             )
         rows, cols = self.weight.shape
         if not (1 <= rows <= MAX_DIM and 1 <= cols <= MAX_DIM):
-            raise ModelError(f"{where.capitalize()} is {cols} -> {rows}; sizes must be 1..{MAX_DIM}.")
+            raise ModelError(f"{label} maps {cols} inputs to {rows} outputs; sizes must be 1..{MAX_DIM}.")
         if self.bias.dtype != np.float32 or self.bias.shape != (rows,):
             raise ModelError(
-                f"The bias of {where} is {self.bias.dtype} {self.bias.shape}, expected float32 ({rows},)."
+                f"{label} has a {self.bias.dtype} bias of shape {self.bias.shape}, "
+                f"expected float32 ({rows},)."
             )
         if not (np.isfinite(self.weight).all() and np.isfinite(self.bias).all()):
-            raise ModelError(f"{where.capitalize()} has NaN or infinite weights; retrain or fix the model.")
+            raise ModelError(f"{label} has NaN or infinite weights; retrain or fix the model.")
         if self.activation not in ACTIVATIONS:
             raise ModelError(
-                f"{where.capitalize()} uses activation '{self.activation}'; "
-                f"supported: {', '.join(ACTIVATIONS)}."
+                f"{label} uses activation '{self.activation}'; supported: {', '.join(ACTIVATIONS)}."
             )
 
 
@@ -135,8 +136,10 @@ def load_dense_stack(path: Path) -> DenseStack:
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{path} is not a Keras model file: expected a .keras file (or a legacy .h5).")
     model = _load_keras_model(path)
-    layers = _dense_layers(model, path)
-    return DenseStack(layers=layers, source_sha256=hashlib.sha256(raw).hexdigest())
+    try:
+        return DenseStack(layers=_dense_layers(model), source_sha256=hashlib.sha256(raw).hexdigest())
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
 
 
 def _load_keras_model(path: Path) -> Any:
@@ -151,18 +154,20 @@ def _load_keras_model(path: Path) -> Any:
     return model
 
 
-def _dense_layers(model: Any, path: Path) -> tuple[DenseLayer, ...]:
+def _dense_layers(model: Any) -> tuple[DenseLayer, ...]:
     keras = import_keras()
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError) as exc:
-        raise ModelError(f"{path} holds a model that was never built, so its input size is unknown.") from exc
+        raise ModelError("The model was never built, so its input size is unknown.") from exc
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs, expected one of each.")
+        raise ModelError(
+            f"The model has {len(inputs)} inputs and {len(outputs)} outputs, expected one of each."
+        )
     shape = tuple(inputs[0].shape[1:])
     if None in shape or int(np.prod(shape)) != INPUT_SIZE:
         raise ModelError(
-            f"{path} takes inputs of shape {shape}, expected {INPUT_SIZE} values (28x28 pixels)."
+            f"The model takes inputs of shape {shape}, expected {INPUT_SIZE} values (28x28 pixels)."
         )
     layers = []
     for layer in model.layers:
@@ -172,15 +177,13 @@ def _dense_layers(model: Any, path: Path) -> tuple[DenseLayer, ...]:
             shape = (int(np.prod(shape)),)
             continue
         if type(layer) is not keras.layers.Dense or getattr(layer, "quantization_mode", None):
-            raise ModelError(f"{path}: layer '{layer.name}' is a {type(layer).__name__}; {SUPPORTED_LAYERS}.")
+            raise ModelError(f"Layer '{layer.name}' is a {type(layer).__name__}; {SUPPORTED_LAYERS}.")
         if len(shape) != 1:
-            raise ModelError(
-                f"{path}: Dense layer '{layer.name}' gets a {shape} input; put a Flatten before it."
-            )
+            raise ModelError(f"Dense layer '{layer.name}' gets a {shape} input; put a Flatten before it.")
         layers.append(_dense_layer(keras, layer))
         shape = (layer.units,)
     if not layers:
-        raise ModelError(f"{path} has no Dense layer; {SUPPORTED_LAYERS}.")
+        raise ModelError(f"The model has no Dense layer; {SUPPORTED_LAYERS}.")
     return tuple(layers)
 
 

@@ -38,6 +38,12 @@ def mnist_data(mnist_dir: Path) -> Mnist:
 
 
 @pytest.fixture(scope="session")
+def tiny_config() -> TrainConfig:
+    """How tiny_model was trained."""
+    return TINY_CONFIG
+
+
+@pytest.fixture(scope="session")
 def tiny_model(mnist_data: Mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained 784-16-10 Keras model file (TINY_CONFIG), shared by the whole session."""
     model, _ = train(mnist_data, TINY_CONFIG, log=lambda line: None)

@@ -1,0 +1,101 @@
+"""Training: reproducible, early stopping keeps the best epoch, saving is atomic and checked first."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mnistpack.data import Mnist
+from mnistpack.errors import OutputError
+from mnistpack.model import import_keras
+from mnistpack.train import (
+    TrainConfig,
+    run_train,
+    save_model,
+    sidecar_path,
+    train,
+    write_json_atomic,
+)
+
+
+def test_same_seed_same_model(tiny_model: Path, tiny_config: TrainConfig, mnist_data: Mnist) -> None:
+    model, report = train(mnist_data, tiny_config, log=lambda line: None)
+    saved = import_keras().saving.load_model(tiny_model).get_weights()
+    fresh = model.get_weights()
+    assert len(fresh) == len(saved) == 4
+    for ours, theirs in zip(fresh, saved, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert report.epochs_run == tiny_config.max_epochs
+    assert report.test_total == 10000 and report.test_accuracy > 0.8
+
+
+def test_early_stopping_keeps_the_best_epoch(mnist_data: Mnist) -> None:
+    # 500 images, a big learning rate and no dropout: validation loss bottoms out within a few epochs.
+    config = TrainConfig(
+        hidden=64, max_epochs=20, batch_size=32, learning_rate=1e-2, dropout=0.0, patience=2, limit=500
+    )
+    lines: list[str] = []
+    model, report = train(mnist_data, config, log=lines.append)
+    assert report.epochs_run < config.max_epochs
+    assert report.best_epoch == report.epochs_run - config.patience
+    assert f"kept epoch {report.best_epoch}" in lines[-1]
+    assert sum(line.startswith("epoch ") for line in lines) == report.epochs_run
+    x_val, y_val = mnist_data.train_images[450:500], mnist_data.train_labels[450:500]
+    probabilities = model.predict(x_val, verbose=0)
+    val_loss = -np.mean(np.log(probabilities[np.arange(len(y_val)), y_val]))
+    assert val_loss == pytest.approx(report.best_val_loss, abs=1e-4)
+
+
+class _HalfWritingModel:
+    """Stands in for a Keras model whose save dies halfway (disk full, Ctrl-C, ...)."""
+
+    def save(self, path: Path) -> None:
+        Path(path).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+
+def test_failed_save_keeps_the_previous_model(tmp_path: Path) -> None:
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"the good model")
+    with pytest.raises(OutputError, match=f"Cannot save the model to {out}: .*No space left"):
+        save_model(_HalfWritingModel(), out)
+    assert out.read_bytes() == b"the good model"
+    assert [path.name for path in tmp_path.iterdir()] == ["m.keras"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("folder", "is a folder; give a file name ending in .keras"),
+        ("model.h5", "must end in .keras"),
+        ("blocker/model.keras", "Cannot write to .*blocker"),
+    ],
+)
+def test_bad_output_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, message: str
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    # No data anywhere: reaching the data loader would raise DataError instead.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    with pytest.raises(OutputError, match=message):
+        run_train(data=None, out=tmp_path / name, config=TrainConfig(), log=print, allow_download=False)
+
+
+def test_json_note_is_atomic_and_sorted(tmp_path: Path) -> None:
+    path = sidecar_path(tmp_path / "mnist256.keras")
+    assert path == tmp_path / "mnist256.json"
+    write_json_atomic(path, {"b": 1, "a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
+    assert path.read_text().index('"a"') < path.read_text().index('"b"')
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist256.json"]
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="limit must be >= 20"):
+        TrainConfig(limit=5)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        replace(TrainConfig(), max_epochs=0)
