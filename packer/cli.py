@@ -164,6 +164,37 @@ def inspect_command(
             typer.echo(line)
 
 
+@app.command("compare")
+def compare_command(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Keras model to compare (default: models/mnist256.keras).", show_default=False),
+    ] = None,
+    data: DataOption = None,
+    luau: Annotated[
+        bool, typer.Option("--luau/--no-luau", help="Also score every precision in the Luau VM.")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="Folder to write compare.json and compare.png into.")] = Path(
+        "build"
+    ),
+) -> None:
+    """Build every precision and print size against test accuracy, measured in Python and in Luau.
+
+    Needs the MNIST test set (--data or $MNISTPACK_DATA). Writes the table as JSON and
+    a size-vs-accuracy chart next to it.
+    """
+    from mnistpack.compare import compare, luau_progress, table_lines, write_report
+    from mnistpack.data import resolve_data_dir
+
+    with reporting_errors():
+        with luau_progress() as progress:
+            report = compare(model=model, data_dir=resolve_data_dir(data), luau=luau, progress=progress)
+        for line in table_lines(report):
+            typer.echo(line)
+        for path in write_report(report, out):
+            typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     """Console-script entry point (`mnistpack`)."""
     app(prog_name="mnistpack")
