@@ -74,7 +74,7 @@ def _part_source(number: int, lines: Sequence[str]) -> str:
 
 def _split(lines: list[str]) -> list[str]:
     """Part sources of whole lines, each as long as MAX_SOURCE_CHARS allows."""
-    parts = []
+    parts: list[str] = []
     start = 0
     while start < len(lines):
         room = MAX_SOURCE_CHARS - len(_part_source(len(parts) + 1, []))

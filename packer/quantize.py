@@ -121,7 +121,8 @@ def _encode_float16(name: str, w: FloatArray) -> bytes:
 
 def _decode_float16(data: bytes) -> FloatArray:
     planes = np.frombuffer(data, np.uint8).reshape(2, -1).astype(np.uint16)
-    return ((planes[0] << 8) | planes[1]).view(np.float16).astype(np.float32)
+    values: FloatArray = ((planes[0] << 8) | planes[1]).view(np.float16).astype(np.float32)
+    return values
 
 
 # --- int8: symmetric, zero point 0 ---------------------------------------------------
@@ -191,7 +192,7 @@ def _encode_int4(name: str, w: FloatArray) -> bytes:
     # padding holds 0, so it gets code 8 (value 0) whatever d is, as FORMAT.md requires
     codes = np.clip(codes, 0, 15).astype(np.uint8)
     nibbles = codes[:, 0::2] | (codes[:, 1::2] << 4)
-    return d.astype("<f2").tobytes() + nibbles.tobytes()
+    return bytes(d.astype("<f2").tobytes()) + bytes(nibbles.tobytes())
 
 
 def _decode_int4(data: bytes, shape: tuple[int, ...]) -> FloatArray:
