@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-from mnistpack.errors import DataError
+from mnistpack.errors import DataError, OutputError
 
 DATA_ENV_VAR: Final = "MNISTPACK_DATA"
 IMAGE_SIDE: Final = 28
@@ -213,8 +213,9 @@ def write_pixel_counts(*, data_dir: Path | None, out: Path) -> PixelCounts:
         tmp.write_text(pixel_counts_to_json(counts), encoding="utf-8")
         tmp.replace(out)
     except OSError as exc:
+        raise OutputError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
     return counts
 
 

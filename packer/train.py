@@ -152,8 +152,10 @@ def save_model(model: Any, out: Path) -> None:
         model.save(tmp)
         tmp.replace(out)
     except (OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"Cannot save the model to {out}: {exc}.") from exc
+    finally:
+        # Also on Ctrl-C: no half-written temporary file is left behind.
+        tmp.unlink(missing_ok=True)
 
 
 def sidecar_path(out: Path) -> Path:
@@ -197,8 +199,9 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_writable(out: Path) -> None:

@@ -52,16 +52,29 @@ def test_early_stopping_keeps_the_best_epoch(mnist_data: Mnist) -> None:
 class _HalfWritingModel:
     """Stands in for a Keras model whose save dies halfway (disk full, Ctrl-C, ...)."""
 
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+
     def save(self, path: Path) -> None:
         Path(path).write_bytes(b"half a model")
-        raise OSError(28, "No space left on device")
+        raise self.failure
 
 
-def test_failed_save_keeps_the_previous_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("failure", "raised", "message"),
+    [
+        (OSError(28, "No space left on device"), OutputError, "Cannot save the model to .*No space left"),
+        (KeyboardInterrupt(), KeyboardInterrupt, None),
+    ],
+    ids=["disk-full", "ctrl-c"],
+)
+def test_failed_save_keeps_the_previous_model(
+    tmp_path: Path, failure: BaseException, raised: type[BaseException], message: str | None
+) -> None:
     out = tmp_path / "m.keras"
     out.write_bytes(b"the good model")
-    with pytest.raises(OutputError, match=f"Cannot save the model to {out}: .*No space left"):
-        save_model(_HalfWritingModel(), out)
+    with pytest.raises(raised, match=message):
+        save_model(_HalfWritingModel(failure), out)
     assert out.read_bytes() == b"the good model"
     assert [path.name for path in tmp_path.iterdir()] == ["m.keras"]
 
