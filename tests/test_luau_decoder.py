@@ -130,7 +130,11 @@ def test_meta_comes_back_as_the_header_wrote_it(host: LuauHost) -> None:
     assert values == [4, 5, "row-major", 3, "2", "int4", 0, "test"]
 
 
-def test_yield_is_called_between_steps(host: LuauHost) -> None:
+@pytest.mark.parametrize(
+    ("compression", "expected"),
+    [("zstd", "base64,zstd,header,shape,shape"), ("none", "base64,header,shape,shape")],
+)
+def test_yield_follows_each_stage(host: LuauHost, compression: str, expected: str) -> None:
     packed = small_stack("int8", seed=6)
     stages = host.run(
         """
@@ -139,9 +143,9 @@ def test_yield_is_called_between_steps(host: LuauHost) -> None:
         Decoder.decode(..., { yield = function(stage) table.insert(seen, stage) end })
         return table.concat(seen, ",")
         """,
-        module_table(host, module_text(packed.container, "zstd"), "zstd"),
+        module_table(host, module_text(packed.container, compression), compression),
     )[0]
-    assert stages.as_bytes().decode() == "base64,zstd,header,shape,shape"
+    assert stages.as_bytes().decode() == expected
 
 
 # --- random tensors of random shapes and precisions ----------------------------------
