@@ -173,10 +173,10 @@ def test_all_zero_input_gives_the_activated_biases(host: LuauHost) -> None:
     assert probabilities[0].sum() == pytest.approx(1.0, abs=1e-15)
 
 
-def test_softmax_survives_huge_logits(host: LuauHost) -> None:
-    # without the max subtraction, exp(1000) is inf and every probability NaN
-    weight = np.zeros((3, 4), np.float32)
-    layers = [(weight, np.array([1000.0, 999.0, -5.0], np.float32), "softmax")]
+@pytest.mark.parametrize("biases", [(1000.0, 999.0, -5.0), (-1000.0, -1001.0, -2000.0)])
+def test_softmax_survives_huge_logits(host: LuauHost, biases: tuple[float, ...]) -> None:
+    # without the max subtraction, exp(1000) is inf and exp(-1000) is 0: NaN either way
+    layers = [(np.zeros((3, 4), np.float32), np.array(biases, np.float32), "softmax")]
     digits, probabilities, _ = luau_predict(host, layers, np.zeros((1, 4)))
     assert digits[0] == 0
     np.testing.assert_allclose(probabilities[0], numpy_outputs(layers, np.zeros((1, 4)))[0], atol=1e-15)
