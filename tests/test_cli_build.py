@@ -16,7 +16,7 @@ from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
 from mnistpack.data import Mnist
 from mnistpack.luau_emit import emit_module, read_module
-from mnistpack.model import load_dense_stack
+from mnistpack.model import import_keras, load_dense_stack
 from typer.testing import CliRunner, Result
 
 from tests.random_model import save_random_model
@@ -81,6 +81,10 @@ def test_user_mistakes_are_one_line_and_exit_1(model_file: Path, tmp_path: Path,
     not_keras.write_text("just text")
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
+    keras = import_keras()
+    broken = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, name="digits")])
+    broken.set_weights([np.full((784, 10), np.nan, np.float32), np.zeros(10, np.float32)])
+    broken.save(tmp_path / "nan.keras")
     build = ("build", "--model", model_file, "--out", tmp_path / "out")
     cases: list[tuple[tuple[str | Path, ...], str]] = [
         (
@@ -93,6 +97,10 @@ def test_user_mistakes_are_one_line_and_exit_1(model_file: Path, tmp_path: Path,
         ),
         (("build", "--quant", "int8", "--model", tmp_path / "nope.keras"), "does not exist"),
         (("build", "--quant", "int8", "--model", not_keras), "is not a Keras model"),
+        (
+            ("build", "--quant", "int8", "--model", tmp_path / "nan.keras"),
+            "'digits' has NaN or infinite weights",
+        ),
         (
             ("build", "--quant", "int8", "--model", model_file, "--out", a_file / "out"),
             "cannot write to the output",
