@@ -138,3 +138,19 @@ def test_any_foreign_byte_anywhere_is_refused(luau_decode: Decode, raw: bytes, d
     ok, message = luau_decode(text[:position] + bytes([bad]) + text[position + 1 :])
     assert not ok
     assert message.startswith(b"mnistpack: base64: "), message
+
+
+def test_position_counts_crlf_and_blank_lines(luau_decode: Decode) -> None:
+    text = b"\r\n" * 200_000 + b"QUJD\n" + b"!AAA\n"
+    ok, message = luau_decode(text)
+    assert not ok
+    assert b"found byte 0x21 at character 400006 (line 200002, column 1)" in message, message
+
+
+def test_text_of_only_line_breaks_stays_within_its_size() -> None:
+    # stripping line breaks copies into one buffer: no table of a million pieces
+    host = LuauHost(memory_limit=24 << 20)
+    decode_fn = host.run(DECODE)[0]
+    ok, result = decode_fn(host.lua.create_string(b"\n" * 4_000_000 + b"QUJD"))
+    assert ok, result.as_bytes()
+    assert result.as_bytes() == b"ABC"
