@@ -14,8 +14,9 @@ from typing import Annotated, Final
 
 import typer
 from mnistpack import __version__
-from mnistpack.constants import MAX_DIM
+from mnistpack.constants import COMPRESSIONS, MAX_DIM, PRECISIONS
 from mnistpack.errors import MnistpackError
+from typer._click.exceptions import ClickException
 
 EXIT_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -120,13 +121,20 @@ def pixel_counts(
 
 @app.command("build")
 def build_command(
-    quant: Annotated[str, typer.Option("--quant", help="Weight precision: float32, float16, int8 or int4.")],
+    quant: Annotated[
+        str,
+        typer.Option(
+            "--quant", metavar="|".join(PRECISIONS), help="Weight precision: float32, float16, int8 or int4."
+        ),
+    ],
     model: Annotated[
         Path | None,
         typer.Option(help="Keras model to pack (default: models/mnist256.keras).", show_default=False),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder to write MnistWeights.luau into.")] = Path("build"),
-    compress: Annotated[str, typer.Option(help="zstd, or none for the bare container.")] = "zstd",
+    compress: Annotated[
+        str, typer.Option(metavar="|".join(COMPRESSIONS), help="zstd, or none for the bare container.")
+    ] = "zstd",
     data: DataOption = None,
 ) -> None:
     """Quantize a trained model and write the weights module, then print a summary.
@@ -195,6 +203,21 @@ def compare_command(
             typer.echo(f"wrote {path}")
 
 
-def main() -> None:
-    """Console-script entry point (`mnistpack`)."""
-    app(prog_name="mnistpack")
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (`mnistpack`).
+
+    Typer's own usage errors (a missing or malformed option) are drawn as a
+    multi-line box; a user mistake must be one line, so they are caught here.
+    """
+    try:
+        status = app(args=argv, prog_name="mnistpack", standalone_mode=False)
+    except ClickException as exc:
+        if not exc.format_message():
+            # `mnistpack` alone: the help was the answer
+            raise SystemExit(0) from None
+        typer.secho(f"error: {exc.format_message()} (see 'mnistpack --help')", fg=typer.colors.RED, err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    raise SystemExit(status if isinstance(status, int) else 0)
