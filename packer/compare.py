@@ -166,7 +166,7 @@ def table_lines(report: CompareReport) -> list[str]:
     """The report as a Markdown table, with a line above naming the model and the baseline."""
     header = (
         "| precision | payload bytes | module bytes | vs text export | Python accuracy | Luau accuracy "
-        "| Luau = float32 | max abs prob diff |"
+        "| same digit as Keras float32 | max abs prob diff (Luau vs Python) |"
     )
     lines = [
         f"{report.model}: {report.test_digits:,} MNIST test digits; float32 Keras model "
