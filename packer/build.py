@@ -14,7 +14,7 @@ from mnistpack.compression import compress, decompress
 from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, PRECISIONS
 from mnistpack.container import Container, LayerSpec, pack, unpack
 from mnistpack.data import IMAGE_SIDE, PixelCounts, bundled_pixel_counts, load_test_set
-from mnistpack.errors import CompressionError, ContainerError, ModelError, QuantizationError
+from mnistpack.errors import ContainerError, ModelError, OptionError
 from mnistpack.luau_emit import MODULE_NAME, emit_module
 from mnistpack.model import DenseStack, dense_stack_from_arrays, import_keras, load_dense_stack
 from mnistpack.outputs import write_files
@@ -71,11 +71,9 @@ def build(
     """
     say = progress or (lambda _line: None)
     if precision not in PRECISIONS:
-        raise QuantizationError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+        raise OptionError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if compression not in COMPRESSIONS:
-        raise CompressionError(
-            f"unknown compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}."
-        )
+        raise OptionError(f"unknown compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}.")
     model = model if model is not None else shipped_model()
     say(f"loading {model}")
     # Importing Keras takes seconds and happens once per process: timed apart

@@ -21,6 +21,10 @@ class QuantizationError(MnistpackError, ValueError):
     """Weights that cannot be quantized as asked (NaN, Inf, out of range)."""
 
 
+class OptionError(MnistpackError, ValueError):
+    """An option value mnistpack does not know (a precision, a compression)."""
+
+
 class OutputError(MnistpackError, OSError):
     """An output folder or file that cannot be written."""
 

@@ -13,7 +13,7 @@ from mnistpack.build import ACCURACY_SKIPPED, build, dequantize_stack, quantize_
 from mnistpack.compression import decompress
 from mnistpack.container import Container, unpack
 from mnistpack.data import PixelCounts
-from mnistpack.errors import CompressionError, ModelError, OutputError, QuantizationError
+from mnistpack.errors import ModelError, OptionError, OutputError
 from mnistpack.luau_emit import read_module
 from mnistpack.model import DenseStack, dense_stack_from_arrays
 from mnistpack.quantize import dequantize
@@ -249,10 +249,10 @@ def test_output_folder_that_cannot_be_created(random_model: Path, tmp_path: Path
 def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
     missing = tmp_path / "missing.keras"
     with pytest.raises(
-        QuantizationError, match="unknown precision 'int3': choose one of float32, float16, int8, int4"
+        OptionError, match="unknown precision 'int3': choose one of float32, float16, int8, int4"
     ):
         build(model=missing, precision="int3", out_dir=tmp_path, compression="zstd", data_dir=None)
-    with pytest.raises(CompressionError, match="unknown compression 'gzip': choose one of zstd, none"):
+    with pytest.raises(OptionError, match="unknown compression 'gzip': choose one of zstd, none"):
         build(model=missing, precision="int8", out_dir=tmp_path, compression="gzip", data_dir=None)
     with pytest.raises(ModelError, match="does not exist"):
         build(model=missing, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
