@@ -109,19 +109,6 @@ def lua_list(client: Client, code: str, *args: object) -> np.ndarray:
     return np.array([table.get(i) for i in range(1, table.len() + 1)], dtype=float)
 
 
-def lua_strokes(client: Client, strokes: Sequence[Stroke]) -> object:
-    outer = client.host.lua.create_table()
-    for stroke in strokes:
-        inner = client.host.lua.create_table()
-        for x, y in stroke:
-            point = client.host.lua.create_table()
-            point.push(float(x))
-            point.push(float(y))
-            inner.push(point)
-        outer.push(inner)
-    return outer
-
-
 @pytest.fixture()
 def client() -> Iterator[Client]:
     started = standin_client()
@@ -206,7 +193,7 @@ def test_the_model_gets_the_preprocessed_canvas(client: Client) -> None:
     loaded(client)
     client.draw(DIAGONAL)
     got = lua_list(client, LAST_INPUT)
-    expected = lua_list(client, EXPECTED_INPUT, client.fakes, lua_strokes(client, DIAGONAL))
+    expected = lua_list(client, EXPECTED_INPUT, client.fakes, client.strokes_table(DIAGONAL))
     assert np.array_equal(got, expected)
     # values stay 0..1 end to end: a stray /255 would leave the maximum near 0.004
     assert 0.9 < got.max() <= 1.0 and got.min() == 0.0

@@ -93,17 +93,21 @@ class Client:
         (joined,) = self.lua("local fakes = ...; return table.concat(fakes.warnings, '\\n')")
         return [line for line in str(joined).split("\n") if line]
 
-    def draw(self, strokes: Sequence[Stroke], *, device: str = "mouse", events_per_frame: int = 1) -> None:
-        lua_strokes = self.host.lua.create_table()
+    def strokes_table(self, strokes: Sequence[Stroke]) -> Any:
+        """Strokes as a Luau list of lists of {x, y} points."""
+        outer = self.host.lua.create_table()
         for stroke in strokes:
-            lua_stroke = self.host.lua.create_table()
+            inner = self.host.lua.create_table()
             for x, y in stroke:
                 point = self.host.lua.create_table()
                 point.push(float(x))
                 point.push(float(y))
-                lua_stroke.push(point)
-            lua_strokes.push(lua_stroke)
-        self.host.run(_DRAW, self.fakes, lua_strokes, device, events_per_frame)
+                inner.push(point)
+            outer.push(inner)
+        return outer
+
+    def draw(self, strokes: Sequence[Stroke], *, device: str = "mouse", events_per_frame: int = 1) -> None:
+        self.host.run(_DRAW, self.fakes, self.strokes_table(strokes), device, events_per_frame)
 
     def click(self, name: str) -> None:
         self.lua("local fakes, name = ...; fakes.click(fakes.find(name)); fakes.step()", name)
