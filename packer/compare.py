@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,17 +23,17 @@ from mnistpack.compression import decompress
 from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
 from mnistpack.data import DATA_ENV_VAR, load_test_set
-from mnistpack.errors import DataError, OutputError
+from mnistpack.errors import DataError
 from mnistpack.luau_emit import MODULE_NAME, read_module
 from mnistpack.luau_runtime import LuauRuntime, to_pixels
 from mnistpack.model import DenseStack, load_dense_stack
+from mnistpack.outputs import write_files
 
 JSON_NAME: Final = "compare.json"
 CHART_NAME: Final = "compare.png"
 COMPRESSION: Final = "zstd"  # what `mnistpack build` writes unless told otherwise
 CHART_SIZE_INCHES: Final = (7.0, 4.5)
 CHART_DPI: Final = 120
-OUTPUT_MODE: Final = 0o644
 
 # (precision, digits done, digits in all) after each batch of the Luau pass
 Progress = Callable[[str, int, int], None]
@@ -247,29 +246,11 @@ def chart_png(report: CompareReport) -> bytes:
 
 
 def write_report(report: CompareReport, out_dir: Path) -> tuple[Path, Path]:
-    """Write compare.json and compare.png into `out_dir`, each atomically."""
-    json_path, chart_path = out_dir / JSON_NAME, out_dir / CHART_NAME
-    _write_atomic(json_path, report_json(report).encode("utf-8"))
-    _write_atomic(chart_path, chart_png(report))
+    """Write compare.json and compare.png into `out_dir`; no old file is replaced until both are written."""
+    json_path, chart_path = write_files(
+        out_dir, {JSON_NAME: report_json(report), CHART_NAME: chart_png(report)}
+    )
     return json_path, chart_path
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as error:
-        raise OutputError(
-            f"cannot write to the output folder {target.parent}: {error.strerror or error}."
-        ) from None
-    try:
-        os.fchmod(descriptor, OUTPUT_MODE)
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-        os.replace(name, target)
-    except OSError as error:
-        Path(name).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {target}: {error.strerror or error}.") from None
 
 
 @contextmanager

@@ -17,16 +17,19 @@ from mnistpack.errors import OutputError
 OUTPUT_MODE = 0o644
 
 
-def write_files(out_dir: Path, files: Mapping[str, str], *, obsolete: Iterable[str] = ()) -> tuple[Path, ...]:
-    """Write `files` (path relative to `out_dir` -> text), then delete the `obsolete` ones.
+def write_files(
+    out_dir: Path, files: Mapping[str, str | bytes], *, obsolete: Iterable[str] = ()
+) -> tuple[Path, ...]:
+    """Write `files` (path relative to `out_dir` -> UTF-8 text or bytes), then delete the `obsolete` ones.
 
     No existing file is replaced until every new file has been written in full.
     """
     staged: list[tuple[Path, Path]] = []
     try:
-        for relative, text in files.items():
+        for relative, content in files.items():
             target = out_dir / relative
-            staged.append((_write_temporary(target, text), target))
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            staged.append((_write_temporary(target, data), target))
     except BaseException:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
@@ -38,8 +41,8 @@ def write_files(out_dir: Path, files: Mapping[str, str], *, obsolete: Iterable[s
     return tuple(target for _, target in staged)
 
 
-def _write_temporary(target: Path, text: str) -> Path:
-    """`text` in a new temporary file beside `target` (same folder, so the rename is atomic)."""
+def _write_temporary(target: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `target` (same folder, so the rename is atomic)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -48,8 +51,8 @@ def _write_temporary(target: Path, text: str) -> Path:
     temporary = Path(name)
     try:
         os.fchmod(descriptor, OUTPUT_MODE)
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
     except BaseException as error:
