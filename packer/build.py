@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import numpy as np
 from mnistpack import __version__
+from mnistpack.checkout import REPOSITORY_ROOT
 from mnistpack.compression import compress, decompress
 from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, PRECISIONS
 from mnistpack.container import Container, LayerSpec, pack, unpack
@@ -47,7 +48,7 @@ class BuildReport:
 
 def shipped_model() -> Path:
     """The model the repository ships, found beside the package (an editable install)."""
-    path = Path(__file__).resolve().parent.parent / SHIPPED_MODEL
+    path = REPOSITORY_ROOT / SHIPPED_MODEL
     if not path.is_file():
         raise ModelError(
             f"no --model given and the model this repository ships is not at {path} "

@@ -20,9 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-# The package is installed editable from the checkout, so luau/ sits beside packer/.
-ROOT = Path(__file__).resolve().parents[1]
-LUAU_DIR = ROOT / "luau"
+from mnistpack.checkout import LUAU_DIR
 
 
 def load_pluau() -> ModuleType:

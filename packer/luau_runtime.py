@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+from mnistpack.checkout import LUAU_DIR
 from mnistpack.data import PIXEL_MAX
 from mnistpack.errors import MnistpackError
 from mnistpack.luau_emit import MODULE_NAME
-from mnistpack.luau_host import LUAU_DIR, LuauHost
+from mnistpack.luau_host import LuauHost
 
 # Images per call into the VM: large enough that call overhead vanishes, small enough
 # that a progress bar moves every few tenths of a second.

@@ -30,9 +30,9 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 from xml.dom import minidom
 
+from mnistpack.checkout import LUAU_DIR
 from mnistpack.errors import OutputError
 
-LUAU_DIR: Final = Path(__file__).resolve().parent.parent / "luau"
 CLIENT_DIR: Final = "client"  # the folder of luau/ that is the client, not the runtime
 
 FOLDER_NAME: Final = "Mnist"
