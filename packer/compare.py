@@ -24,7 +24,7 @@ from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
 from mnistpack.data import DATA_ENV_VAR, load_test_set
 from mnistpack.errors import DataError
-from mnistpack.luau_emit import MODULE_NAME, read_module
+from mnistpack.luau_emit import module_path, read_module
 from mnistpack.luau_runtime import LuauRuntime, to_pixels
 from mnistpack.model import DenseStack, load_dense_stack
 from mnistpack.outputs import write_files
@@ -91,7 +91,7 @@ def compare(
                 model=path, precision=precision, out_dir=Path(folder), compression=COMPRESSION, data_dir=None
             )
             files = {str(file.relative_to(folder)): file.read_text(encoding="utf-8") for file in report.files}
-            python_model = _module_stack(Path(folder) / _module_path(files))
+            python_model = _module_stack(Path(folder) / module_path(files))
         text_bytes = report.text_export_bytes
         python = python_model.predict(pixels.astype(np.float32) / np.float32(255))
         result = PrecisionResult(
@@ -116,11 +116,6 @@ def compare(
         luau=luau,
         results=tuple(results),
     )
-
-
-def _module_path(files: dict[str, str]) -> str:
-    single = f"{MODULE_NAME}.luau"
-    return single if single in files else MODULE_NAME
 
 
 def _module_stack(path: Path) -> DenseStack:

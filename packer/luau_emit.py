@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +23,12 @@ SPLIT_NOTE: Final = (
     f"The base64 text is split across the child modules Part1, Part2, ...: no script's source may "
     f"exceed {MAX_SOURCE_CHARS:,} characters."
 )
+
+
+def module_path(files: Mapping[str, str]) -> str:
+    """Where `emit_module` put the module: the single file, else the split folder."""
+    single = f"{MODULE_NAME}.luau"
+    return single if single in files else MODULE_NAME
 
 
 def emit_module(blob: bytes, compression: str, *, comment_lines: Sequence[str]) -> dict[str, str]:

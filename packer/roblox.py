@@ -32,15 +32,15 @@ from xml.dom import minidom
 
 from mnistpack.checkout import LUAU_DIR
 from mnistpack.errors import OutputError
+from mnistpack.luau_emit import MODULE_NAME, module_path
 
 CLIENT_DIR: Final = "client"  # the folder of luau/ that is the client, not the runtime
 
 FOLDER_NAME: Final = "Mnist"
 CLIENT_NAME: Final = "MnistClient"
-WEIGHTS_NAME: Final = "MnistWeights"
 MODEL_FILE: Final = "MnistModel.rbxmx"
 PLACE_FILE: Final = "MnistDemo.rbxlx"
-WEIGHTS_PROJECT_FILE: Final = f"{WEIGHTS_NAME}.project.json"
+WEIGHTS_PROJECT_FILE: Final = f"{MODULE_NAME}.project.json"
 PROJECT_NAME: Final = "MnistDemo"
 REPOSITORY_PROJECT_FILE: Final = "default.project.json"
 
@@ -169,9 +169,9 @@ def layout(runtime: Mapping[str, str], weights: Mapping[str, str]) -> Layout:
         path[len(client_prefix) :]: text for path, text in runtime.items() if path.startswith(client_prefix)
     }
     weights_node = tree_from_files(FOLDER_NAME, weights).children
-    if [node.name for node in weights_node] != [WEIGHTS_NAME]:
+    if [node.name for node in weights_node] != [MODULE_NAME]:
         found = ", ".join(sorted(weights)) or "nothing"
-        raise OutputError(f"expected the weights module files of {WEIGHTS_NAME}, found {found}.")
+        raise OutputError(f"expected the weights module files of {MODULE_NAME}, found {found}.")
     runtime_folder = tree_from_files(FOLDER_NAME, shared)
     children = {node.name: node for node in runtime_folder.children}
     _add_child(children, weights_node[0], FOLDER_NAME)
@@ -292,9 +292,7 @@ def xml_document(items: Iterable[Node]) -> str:
 
 def weights_project(weights: Mapping[str, str]) -> str:
     """A Rojo project for the weights module of this build, whichever layout it has."""
-    single = f"{WEIGHTS_NAME}.luau"
-    target = single if single in weights else WEIGHTS_NAME
-    return _json({"name": WEIGHTS_NAME, "tree": {"$path": target}})
+    return _json({"name": MODULE_NAME, "tree": {"$path": module_path(weights)}})
 
 
 def repository_project(
@@ -314,7 +312,7 @@ def repository_project(
         kind = _script_class(head)
         if kind is not None:
             entries[kind[0]] = f"{luau_dir}/{head}"
-    entries[WEIGHTS_NAME] = f"{build_dir}/{WEIGHTS_PROJECT_FILE}"
+    entries[MODULE_NAME] = f"{build_dir}/{WEIGHTS_PROJECT_FILE}"
     for name in sorted(entries):
         mnist[name] = {"$path": entries[name]}
     tree = {
