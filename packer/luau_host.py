@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from mnistpack.checkout import LUAU_DIR
+from mnistpack.roblox import INIT_STEM, script_kind
 
 
 def load_pluau() -> ModuleType:
@@ -183,19 +184,12 @@ return root, requireModule, envFor, runScript
 
 def _class_for(path: Path) -> tuple[list[str], str]:
     """Rojo's naming rules: `X.luau` -> ModuleScript X, `init.luau` -> the folder itself."""
-    name = path.name
+    kind = script_kind(path.name)
+    if kind is None:
+        raise ValueError(f"{path} is not a Luau source file.")
+    stem, class_name = kind
     parts = list(path.parent.parts)
-    for suffix, class_name in (
-        (".server.luau", "Script"),
-        (".client.luau", "LocalScript"),
-        (".luau", "ModuleScript"),
-    ):
-        if name.endswith(suffix):
-            stem = name[: -len(suffix)]
-            if stem == "init":
-                return parts, class_name
-            return [*parts, stem], class_name
-    raise ValueError(f"not a Luau source file: {path}")
+    return (parts if stem == INIT_STEM else [*parts, stem]), class_name
 
 
 def collect_tree(directory: Path, prefix: tuple[str, ...] = ()) -> list[tuple[list[str], str, str]]:

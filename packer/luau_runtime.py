@@ -17,12 +17,12 @@ from mnistpack.data import PIXEL_MAX
 from mnistpack.errors import MnistpackError
 from mnistpack.luau_emit import MODULE_NAME
 from mnistpack.luau_host import LuauHost
+from mnistpack.roblox import INIT_STEM
 
 # Images per call into the VM: large enough that call overhead vanishes, small enough
 # that a progress bar moves every few tenths of a second.
 BATCH_IMAGES: Final = 500
 LUAU_SUFFIX: Final = ".luau"
-INIT_STEM: Final = "init"
 
 
 class LuauRuntimeError(MnistpackError, RuntimeError):

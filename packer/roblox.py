@@ -113,7 +113,7 @@ def read_luau(directory: Path = LUAU_DIR) -> dict[str, str]:
 # --- the instance tree (Rojo's rules) -----------------------------------------------------
 
 
-def _script_class(file_name: str) -> tuple[str, str] | None:
+def script_kind(file_name: str) -> tuple[str, str] | None:
     """(stem, class) of a Luau file name by Rojo's suffix rules, or None if not a script."""
     for suffix, class_name in SCRIPT_SUFFIXES:
         if file_name.endswith(suffix):
@@ -139,7 +139,7 @@ def tree_from_files(name: str, files: Mapping[str, str]) -> Node:
     class_name, own_source = "Folder", None
     children: dict[str, Node] = {}
     for file_name, source in sorted(direct.items()):
-        kind = _script_class(file_name)
+        kind = script_kind(file_name)
         if kind is None:
             continue
         stem, script_class = kind
@@ -309,7 +309,7 @@ def repository_project(
         if "/" in relative:
             entries[head] = f"{luau_dir}/{head}"  # a sub-folder maps as a whole
             continue
-        kind = _script_class(head)
+        kind = script_kind(head)
         if kind is not None:
             entries[kind[0]] = f"{luau_dir}/{head}"
     entries[MODULE_NAME] = f"{build_dir}/{WEIGHTS_PROJECT_FILE}"
