@@ -34,7 +34,7 @@ def module_path(files: Mapping[str, str]) -> str:
 def emit_module(blob: bytes, compression: str, *, comment_lines: Sequence[str]) -> dict[str, str]:
     """Relative path -> source: one `MnistWeights.luau`, or a split `MnistWeights/` folder."""
     if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}.")
     comments = "".join(_comment(line) for line in comment_lines)
     lines = base64_lines(blob)
     single = comments + _table(compression, "[[\n" + "".join(lines) + "]]")
@@ -57,7 +57,7 @@ def base64_lines(blob: bytes) -> list[str]:
 
 def _comment(line: str) -> str:
     if not line.isascii() or "\n" in line or "\r" in line:
-        raise ValueError(f"a module comment must be one ASCII line, not {line!r}")
+        raise ValueError(f"a module comment must be one ASCII line, not {line!r}.")
     return f"-- {line}\n"
 
 

@@ -37,7 +37,7 @@ def load_pluau() -> ModuleType:
             spec.loader.exec_module(module)
             sys.modules["_pluau"] = module
             return module
-    raise ImportError("pluau is not installed: pip install pluau")
+    raise ImportError("pluau is not installed; install it with pip install pluau.")
 
 
 pluau = load_pluau()

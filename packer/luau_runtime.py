@@ -105,7 +105,7 @@ class LuauRuntime:
         """Predict every row of `pixels` (uint8 [N, inputs]); `progress(done)` after each batch."""
         if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != self.inputs:
             raise ValueError(
-                f"predict wants uint8 [N, {self.inputs}] pixels, got {pixels.dtype} {pixels.shape}"
+                f"predict wants uint8 [N, {self.inputs}] pixels, got {pixels.dtype} {pixels.shape}."
             )
         record = np.dtype([("digit", "<u4"), ("probabilities", "<f8", (self.outputs,))])
         chunks = []

@@ -100,7 +100,7 @@ class DenseStack:
         """NumPy float32 forward pass: images [N, 784] in 0..1 -> outputs [N, out]."""
         x = np.asarray(images, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise ValueError(f"predict wants [N, {self.input_size}] images, got shape {x.shape}")
+            raise ValueError(f"predict wants [N, {self.input_size}] images, got shape {x.shape}.")
         for layer in self.layers:
             x = _ACTIVATION_FUNCTIONS[layer.activation](x @ layer.weight.T + layer.bias)
         return x

@@ -48,9 +48,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError(f"hidden, max_epochs, batch_size and patience must be >= 1: {self}")
+            raise ValueError(f"hidden, max_epochs, batch_size and patience must be >= 1, got {self}.")
         if self.limit is not None and self.limit < MIN_TRAIN_IMAGES:
-            raise ValueError(f"limit must be >= {MIN_TRAIN_IMAGES}, got {self.limit}")
+            raise ValueError(f"limit must be >= {MIN_TRAIN_IMAGES}, got {self.limit}.")
 
 
 @dataclass(frozen=True)
