@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-from mnistpack.errors import DataError, OutputError
+from mnistpack.errors import DataError
+from mnistpack.outputs import write_files
 
 DATA_ENV_VAR: Final = "MNISTPACK_DATA"
 IMAGE_SIDE: Final = 28
@@ -208,14 +209,7 @@ def write_pixel_counts(*, data_dir: Path | None, out: Path) -> PixelCounts:
     """Count lit pixels over the local MNIST training set and write them to `out` as JSON."""
     mnist = load_mnist(data_dir, allow_download=False)
     counts = PixelCounts(lit=pixel_lit_counts(mnist.train_images), images=len(mnist.train_images))
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_text(pixel_counts_to_json(counts), encoding="utf-8")
-        tmp.replace(out)
-    except OSError as exc:
-        raise OutputError(f"Cannot write {out}: {exc.strerror or exc}.") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_files(out.parent, {out.name: pixel_counts_to_json(counts)})
     return counts
 
 

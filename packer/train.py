@@ -24,6 +24,7 @@ from mnistpack import __version__
 from mnistpack.data import INPUT_SIZE, NUM_CLASSES, Mnist, load_mnist, resolve_data_dir
 from mnistpack.errors import OutputError
 from mnistpack.model import import_keras
+from mnistpack.outputs import write_files
 
 Log = Callable[[str], None]
 
@@ -194,14 +195,7 @@ def train_note(config: TrainConfig, report: TrainReport, out: Path, *, seconds: 
 
 
 def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_files(path.parent, {path.name: json.dumps(doc, indent=2, sort_keys=True) + "\n"})
 
 
 def _check_writable(out: Path) -> None:
