@@ -22,7 +22,7 @@ from mnistpack.build import build, dequantize_stack, shipped_model
 from mnistpack.compression import decompress
 from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
-from mnistpack.data import DATA_ENV_VAR, load_test_set
+from mnistpack.data import DATA_ENV_VAR, PIXEL_MAX, load_test_set
 from mnistpack.errors import DataError
 from mnistpack.luau_emit import module_path, read_module
 from mnistpack.luau_runtime import LuauRuntime, to_pixels
@@ -93,7 +93,7 @@ def compare(
             files = {str(file.relative_to(folder)): file.read_text(encoding="utf-8") for file in report.files}
             python_model = _module_stack(Path(folder) / module_path(files))
         text_bytes = report.text_export_bytes
-        python = python_model.predict(pixels.astype(np.float32) / np.float32(255))
+        python = python_model.predict(pixels.astype(np.float32) / np.float32(PIXEL_MAX))
         result = PrecisionResult(
             precision=precision,
             payload_bytes=report.payload_bytes,
