@@ -91,14 +91,8 @@ def build(
     test_set = load_test_set(data_dir)
     accuracy = source_accuracy = None
     if test_set is not None:
-        images, labels = test_set
-        say(f"measuring accuracy on {len(labels):,} test digits")
-        correct = count_correct(dequantize_stack(container), images, labels)
-        container = replace(
-            container, meta={**container.meta, "accuracy": {"correct": correct, "total": len(labels)}}
-        )
-        accuracy = correct / len(labels)
-        source_accuracy = count_correct(stack, images, labels) / len(labels)
+        say(f"measuring accuracy on {len(test_set[1]):,} test digits")
+        container, accuracy, source_accuracy = _with_accuracy(container, stack, *test_set)
     raw = pack(container)
     blob = compress(raw, compression)
     _verify(blob, compression, container)
@@ -168,6 +162,16 @@ def dequantize_stack(container: Container) -> DenseStack:
 def count_correct(stack: DenseStack, images: np.ndarray, labels: np.ndarray) -> int:
     """How many test digits the NumPy forward pass of `stack` classifies right."""
     return int((stack.predict(images).argmax(axis=1) == labels).sum())
+
+
+def _with_accuracy(
+    container: Container, stack: DenseStack, images: np.ndarray, labels: np.ndarray
+) -> tuple[Container, float, float]:
+    """`container` with its test score in meta, its accuracy, and the source model's accuracy."""
+    correct = count_correct(dequantize_stack(container), images, labels)
+    score = {"correct": correct, "total": len(labels)}
+    scored = replace(container, meta={**container.meta, "accuracy": score})
+    return scored, correct / len(labels), count_correct(stack, images, labels) / len(labels)
 
 
 def _verify(blob: bytes, compression: str, container: Container) -> None:
