@@ -258,13 +258,6 @@ class LuauHost:
         chunk = self.lua.load_chunk(code, "test", env)
         return list(chunk(*args))
 
-    def run_script(self, path: str) -> list[Any]:
-        """Start a Script or LocalScript instance at `path` ("client")."""
-        target = self.root
-        for part in path.split("/"):
-            target = target.get("_children").get(part)
-        return list(self._run_script(target))
-
     def start_script(self, path: str, spawn: Any) -> None:
         """Start the Script at `path` through `spawn` (a Luau function such as a fake
         task.spawn), so it runs in a thread of its own and may yield, as in Roblox."""
