@@ -83,6 +83,12 @@ def _header_map(container: Container) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "tensors": tensors, "layers": layers, "meta": container.meta}
 
 
+def stored_crc(data: bytes) -> int:
+    """The CRC-32 a container ends with (check it with `unpack`)."""
+    (crc,) = _CRC.unpack_from(data, len(data) - CRC_SIZE)
+    return int(crc)
+
+
 def unpack(data: bytes) -> Container:
     """Parse and check a container; raise a FormatError subclass naming the failed stage."""
     total = len(data)

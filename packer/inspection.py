@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mnistpack.compression import decompress
-from mnistpack.constants import CRC_SIZE, INT4_BLOCK_BYTES, INT4_SCALE_BYTES, MAGIC
-from mnistpack.container import Container, unpack
+from mnistpack.constants import FORMAT_VERSION, INT4_BLOCK_BYTES, INT4_SCALE_BYTES
+from mnistpack.container import Container, stored_crc, unpack
 from mnistpack.luau_emit import read_module
 from mnistpack.quantize import QuantizedTensor, payload_length
 
@@ -19,15 +18,14 @@ def inspect_module(path: Path) -> list[str]:
     """Lines describing the module at `path`; a FormatError names the stage that failed."""
     compression, blob = read_module(path)
     raw = decompress(blob, compression)
+    # unpack accepts only FORMAT_VERSION and a CRC that matches, so both are known here
     container = unpack(raw)
-    (version,) = struct.unpack_from("<H", raw, len(MAGIC))
-    (crc,) = struct.unpack_from("<I", raw, len(raw) - CRC_SIZE)
     return [
         f"module: {path}",
-        f"format: mnistpack version {version}, compression {compression}",
+        f"format: mnistpack version {FORMAT_VERSION}, compression {compression}",
         f"sizes: {len(blob):,} bytes stored, container {len(raw):,} bytes, "
         f"payload {sum(len(t.data) for t in container.tensors):,} bytes",
-        f"crc32: {crc:08x} (verified)",
+        f"crc32: {stored_crc(raw):08x} (verified)",
         f"precision: {container.meta.get('precision')}",
         *_layer_lines(container),
         "tensors:",
