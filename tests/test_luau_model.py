@@ -212,6 +212,19 @@ def test_memory_estimate_covers_every_weight(host: LuauHost) -> None:
     assert 16 * slots <= memory <= 2 * 16 * slots + 64 * (50 + 20 + 10)
 
 
+def test_labels_come_from_the_meta_and_default_to_none(host: LuauHost) -> None:
+    labels, missing = host.run(
+        """
+        local Model = require(root.Model)
+        local layer = { W = { { 1 }, { 2 } }, b = { 0, 0 }, activation = "softmax" }
+        local named = Model.new({ layers = { layer }, meta = { labels = { "no", "yes" } } })
+        local bare = Model.new({ layers = { layer } })
+        return table.concat(named.labels, ","), #bare.labels
+        """
+    )
+    assert (labels, missing) == (b"no,yes", 0)
+
+
 @pytest.mark.parametrize(
     ("chunk", "message"),
     [
