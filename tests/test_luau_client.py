@@ -21,10 +21,12 @@ from tests.luau_host import ROOT, LuauHost
 GRID = 28
 
 # Decodes nothing, but like the real one: yields between steps through options.yield.
+# Notes how many frames had been drawn (PreRender steps run) when decoding began.
 STANDIN_DECODER = r"""
-local Decoder = { calls = 0, yields = 0, failWith = FAIL }
+local Decoder = { calls = 0, yields = 0, failWith = FAIL, framesDrawnBefore = nil }
 function Decoder.decode(module, options)
 	Decoder.calls += 1
+	Decoder.framesDrawnBefore = game:GetService("RunService").PreRender.fired
 	for _ = 1, 3 do
 		Decoder.yields += 1
 		options.yield("step")
@@ -175,6 +177,8 @@ def test_first_frame_shows_loading_and_decoding_waits_for_later_frames(client: C
     assert client.lua("return require(root.Decoder).calls") == [0]
     client.step()
     assert client.lua("return require(root.Decoder).calls") == [1]
+    # decoding began only after a frame (showing "Loading model...") had been drawn
+    assert client.lua("return require(root.Decoder).framesDrawnBefore") == [1]
     # the decoder yields between steps: each step costs a frame, the screen stays live
     assert client.text("Status") == constant(client, "LOADING_TEXT")
     loaded(client)
