@@ -185,6 +185,27 @@ def test_first_frame_shows_loading_and_decoding_waits_for_later_frames(client: C
     assert client.lua("return require(root.Decoder).yields") == [3]
 
 
+def test_every_text_is_set_in_builder_sans(client: Client) -> None:
+    (faces,) = client.lua(
+        """
+        local fakes = ...
+        local faces = {}
+        for _, inst in fakes.playerGui:GetDescendants() do
+            if inst:IsA("TextLabel") or inst:IsA("TextButton") then
+                local face = inst.FontFace
+                table.insert(faces, inst.Name .. "=" .. face.Family .. ":" .. face.Weight.Name)
+            end
+        end
+        table.sort(faces)
+        return table.concat(faces, ",")
+        """
+    )
+    family = "rbxasset://fonts/families/BuilderSans.json"
+    weights = [("Title", "Bold"), ("Status", "Regular"), ("TopGuess", "Bold"), ("Confidence", "Medium")]
+    weights += [("Clear", "Bold")] + [("Digit", "Bold"), ("Percent", "Medium")] * 10
+    assert faces.split(",") == sorted(f"{name}={family}:{weight}" for name, weight in weights)
+
+
 def test_a_decoder_error_is_shown_not_thrown() -> None:
     client = standin_client(fail="mnistpack: crc: expected checksum 1, found 2")
     client.step(10)
