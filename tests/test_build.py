@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnistpack import build as build_module
+from mnistpack import assets
 from mnistpack.build import ACCURACY_SKIPPED, build, dequantize_stack, quantize_stack, summary, text_export
 from mnistpack.compression import decompress
 from mnistpack.container import Container, unpack
@@ -259,6 +259,6 @@ def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
 
 
 def test_missing_shipped_model_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(build_module, "SHIPPED_MODEL", Path("models") / "no-such-model.keras")
+    monkeypatch.setattr(assets, "SHIPPED_MODEL_NAME", "no-such-model.keras")
     with pytest.raises(ModelError, match="no --model given .* pass --model PATH"):
         build(model=None, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)

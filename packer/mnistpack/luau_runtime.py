@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
-from mnistpack.checkout import LUAU_DIR
+
 from mnistpack.data import PIXEL_MAX
 from mnistpack.errors import MnistpackError
 from mnistpack.luau_emit import MODULE_NAME
@@ -87,11 +87,6 @@ class LuauRuntime:
 
     def __init__(self, files: Mapping[str, str], module_name: str = MODULE_NAME) -> None:
         """`files` maps the packer's output paths (`emit_module`'s keys) to their sources."""
-        if not LUAU_DIR.is_dir():
-            raise LuauRuntimeError(
-                f"The Luau runtime folder {LUAU_DIR} is missing; run mnistpack from its checkout "
-                "(pip install -e .)."
-            )
         self.host = LuauHost(extra=instance_paths(files))
         try:
             predict_batch, inputs, outputs = self.host.run(_LOAD_CHUNK, module_name, PIXEL_MAX)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+
 from mnistpack import __version__
 from mnistpack.build import build, dequantize_stack, shipped_model
 from mnistpack.compression import decompress

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+
 from mnistpack.data import PixelCounts
 
 # A pixel keeps its first-layer weights when it is lit in at least this share of the

@@ -13,9 +13,8 @@ The XML follows what Studio writes: `<roblox version="4">`, nested `<Item class 
 elements with one `<Properties>` each, script sources in CDATA. Referents are derived from
 instance paths, so two builds of the same inputs are byte-identical.
 
-The runtime sources are read from the repository's `luau/` folder beside the package: the
-package is installed editable from the checkout, as the README says; a copy of the package
-without the checkout fails with a sentence saying so rather than shipping half a runtime.
+The runtime sources are the `luau/` folder mnistpack ships (`assets.luau_dir`); an
+installation without it fails with a sentence saying so rather than shipping half a runtime.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 from xml.dom import minidom
 
-from mnistpack.checkout import LUAU_DIR
+from mnistpack import assets
 from mnistpack.errors import OutputError
 from mnistpack.luau_emit import MODULE_NAME, module_path
 
@@ -87,13 +86,13 @@ class Layout:
 # --- reading ---------------------------------------------------------------------------
 
 
-def read_luau(directory: Path = LUAU_DIR) -> dict[str, str]:
-    """Every `.luau` file under `directory`: POSIX path relative to it -> source text."""
+def read_luau(directory: Path | None = None) -> dict[str, str]:
+    """Every `.luau` file under `directory` (default: the shipped runtime): POSIX path
+    relative to it -> source text."""
+    if directory is None:
+        directory = assets.luau_dir()
     if not directory.is_dir():
-        raise OutputError(
-            f"cannot find the Luau runtime folder {directory}: the Roblox files are built from the "
-            "repository's luau/ sources, so install mnistpack editable from its checkout (pip install -e .)."
-        )
+        raise OutputError(f"cannot find the Luau runtime folder {directory}.")
     files: dict[str, str] = {}
     for path in sorted(directory.rglob("*.luau")):
         relative = path.relative_to(directory).as_posix()
@@ -103,7 +102,7 @@ def read_luau(directory: Path = LUAU_DIR) -> dict[str, str]:
             raise OutputError(f"cannot read the Luau source {path}: {error}.") from None
     if not any("/" not in name for name in files):
         raise OutputError(
-            f"the Luau runtime folder {directory} holds no modules; the checkout looks incomplete."
+            f"the Luau runtime folder {directory} holds no modules; the installation looks incomplete."
         )
     if not any(name.startswith(f"{CLIENT_DIR}/{INIT_STEM}.") for name in files):
         raise OutputError(f"the drawing client {directory / CLIENT_DIR}/init.client.luau is missing.")

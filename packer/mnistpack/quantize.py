@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from mnistpack.constants import (
     INT4_BLOCK_BYTES,
     INT4_BLOCK_SIZE,

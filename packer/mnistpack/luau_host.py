@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mnistpack.checkout import LUAU_DIR
+from mnistpack import assets
 from mnistpack.roblox import INIT_STEM, script_kind
 
 
@@ -216,7 +216,7 @@ class LuauHost:
         `extra_dirs` mounts a Rojo-style folder (e.g. a split weights module) at a name."""
         self.lua = pluau.Lua()
         self.lua.set_compiler(pluau.Compiler(2, 1, 0, 0))
-        entries = collect_tree(LUAU_DIR)
+        entries = collect_tree(assets.luau_dir())
         for name, directory in (extra_dirs or {}).items():
             entries.extend(collect_tree(directory, tuple(name.split("/"))))
         for name, source in (extra or {}).items():

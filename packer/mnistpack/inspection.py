@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mnistpack.compression import decompress
 from mnistpack.constants import FORMAT_VERSION, INT4_BLOCK_BYTES, INT4_SCALE_BYTES
 from mnistpack.container import Container, stored_crc, unpack

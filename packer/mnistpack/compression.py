@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zstandard
+
 from mnistpack.constants import COMPRESSIONS, MAX_CONTAINER_BYTES
 from mnistpack.errors import CompressionError
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from mnistpack import __version__
-from mnistpack.checkout import REPOSITORY_ROOT
+
+from mnistpack import __version__, assets
 from mnistpack.compression import compress, decompress
 from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, PRECISIONS
 from mnistpack.container import Container, LayerSpec, pack, unpack
@@ -23,7 +23,6 @@ from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD, dead_inputs, prune_inputs
 from mnistpack.quantize import dequantize, quantize
 from mnistpack.roblox import roblox_files
 
-SHIPPED_MODEL: Final = Path("models") / "mnist256.keras"
 BIAS_PRECISION: Final = "float32"  # biases are tiny; FORMAT.md section 4 keeps them exact
 TEXT_EXPORT_VALUES_PER_LINE: Final = 100
 ACCURACY_SKIPPED: Final = "accuracy: skipped, no MNIST test data (use --data)"
@@ -47,12 +46,12 @@ class BuildReport:
 
 
 def shipped_model() -> Path:
-    """The model the repository ships, found beside the package (an editable install)."""
-    path = REPOSITORY_ROOT / SHIPPED_MODEL
+    """The model mnistpack ships, which `build` packs when given no `--model`."""
+    path = assets.shipped_model()
     if not path.is_file():
         raise ModelError(
-            f"no --model given and the model this repository ships is not at {path} "
-            "(a non-editable install leaves it behind); pass --model PATH."
+            f"no --model given and the model mnistpack ships is not at {path}; "
+            "reinstall mnistpack or pass --model PATH."
         )
     return path
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+
 from mnistpack import __version__
 from mnistpack.data import INPUT_SIZE, NUM_CLASSES, Mnist, load_mnist, resolve_data_dir
 from mnistpack.errors import OutputError

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Final
 
 import typer
+from typer._click.exceptions import ClickException
+
 from mnistpack import __version__
 from mnistpack.constants import COMPRESSIONS, MAX_DIM, PRECISIONS
 from mnistpack.errors import MnistpackError
-from typer._click.exceptions import ClickException
 
 EXIT_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C

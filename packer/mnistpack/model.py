@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+
 from mnistpack.constants import ACTIVATIONS, MAX_DIM, MAX_LAYERS
 from mnistpack.data import INPUT_SIZE
 from mnistpack.errors import ModelError

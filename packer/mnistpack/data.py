@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+
 from mnistpack.errors import DataError
 from mnistpack.outputs import write_files
 

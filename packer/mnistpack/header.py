@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+
 from mnistpack.constants import (
     ACTIVATIONS,
     INT4_BLOCK_SIZE,
