@@ -14,8 +14,8 @@ from mnistpack.compression import decompress
 from mnistpack.container import Container, unpack
 from mnistpack.data import PixelCounts
 from mnistpack.errors import ModelError, OptionError, OutputError
-from mnistpack.luau_emit import read_module
 from mnistpack.model import DenseStack, dense_stack_from_arrays
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize
 
 from tests.random_model import random_arrays as make_random_arrays

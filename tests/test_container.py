@@ -27,7 +27,7 @@ from mnistpack.errors import (
     MsgPackError,
     ShapeError,
 )
-from mnistpack.luau_emit import read_module
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize, quantize
 
 from tests.golden import make_golden

@@ -166,7 +166,7 @@ def _damage(folder: Path, stem: str, edit: Any) -> Path:
     [
         (TRAIN_IMAGES, lambda raw: raw[:-100], "is truncated: its header declares 30x28x28 = 23520 bytes"),
         (TRAIN_IMAGES, lambda raw: raw[:10], "is truncated: 10 bytes, shorter than its 16-byte IDX header"),
-        (TEST_LABELS, lambda raw: raw + b"\0", "has 1 bytes more than the 12 = 12 its header declares"),
+        (TEST_LABELS, lambda raw: raw + b"\0", "holds more than the 12 = 12 bytes its header declares"),
         (
             TRAIN_IMAGES,
             lambda raw: b"\0\0\x08\x01" + raw[4:],

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from mnistpack.compression import compress, decompress
 from mnistpack.constants import CRC_SIZE, FORMAT_VERSION, MAGIC, MAX_HEADER_INTEGER, PREFIX_SIZE
 from mnistpack.errors import FormatError
-from mnistpack.luau_emit import emit_module, read_module
+from mnistpack.luau_emit import emit_module
+from mnistpack.module_reader import read_module
 
 from tests.luau_decode_helpers import (
     Packed,
