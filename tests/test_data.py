@@ -230,7 +230,7 @@ def test_missing_or_empty_folder(tmp_path: Path) -> None:
 def test_bad_npz_files(tmp_path: Path) -> None:
     arrays = write_idx_dir(tmp_path / "idx", gz=True)
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(DataError, match="junk.npz is not a readable .npz file"):
+    with pytest.raises(DataError, match="junk.npz is not an .npz file: an .npz is a zip archive"):
         load_mnist(tmp_path / "junk.npz", allow_download=False)
     np.savez(tmp_path / "partial.npz", x_train=arrays["x_train"])
     with pytest.raises(DataError, match="partial.npz lacks the array 'y_train'"):

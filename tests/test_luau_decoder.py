@@ -286,15 +286,29 @@ def test_newer_version_says_which_it_found_and_which_it_reads(host: LuauHost) ->
 @pytest.mark.parametrize(
     ("fields", "fragment"),
     [
-        ({"format": "other"}, 'expected format = "mnistpack", found "other"'),
-        ({"version": 0}, "expected version = 1, found 0"),
-        ({"version": "1"}, "expected version = 1, found 1"),
-        ({"compression": "lz4"}, "expected compression to be one of zstd, none, found lz4"),
-        ({"data": 5}, "expected data to be a string, found a number"),
+        ({"format": "other"}, 'expected format = "mnistpack", found the string "other"'),
+        ({"format": None}, 'expected format = "mnistpack", found nothing'),
+        ({"version": 0}, "expected version = 1 (a number), found the number 0"),
+        ({"version": "1"}, 'expected version = 1 (a number), found the string "1"'),
+        ({"compression": "lz4"}, 'expected compression to be one of zstd, none, found the string "lz4"'),
+        ({"data": 5}, "expected data to be a string, found the number 5"),
+        ({"data": True}, "expected data to be a string, found the boolean true"),
     ],
 )
 def test_bad_module_fields(host: LuauHost, fields: dict[str, Any], fragment: str) -> None:
     assert_fails(decode(host, module_with(host, **fields)), "module", fragment)
+
+
+def test_a_module_table_whose_metatable_errors(host: LuauHost) -> None:
+    # the fields are read raw: the metatable is never run, its error never surfaces
+    packed = small_stack("int8", seed=1)
+    module = module_with(host)
+    boom = host.run('return { __index = function() error("boom") end, __len = function() error("boom") end }')
+    module.set_metatable(boom[0])
+    assert_decodes_to(decode(host, module), packed)
+    empty = host.lua.create_table()
+    empty.set_metatable(boom[0])
+    assert_fails(decode(host, empty), "module", 'expected format = "mnistpack", found nothing')
 
 
 def test_not_a_module_at_all(host: LuauHost) -> None:

@@ -320,6 +320,11 @@ def _checked(images: np.ndarray, labels: np.ndarray, labels_source: str) -> tupl
 
 def _mnist_from_npz(path: Path) -> Mnist:
     keys = ("x_train", "y_train", "x_test", "y_test")
+    # np.load takes any other file for a pickle (and says so): an .npz is a zip archive
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path} is not an .npz file: an .npz is a zip archive of arrays, and this is not one."
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in keys if key in npz.files}
