@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,23 @@ def _damage(folder: Path, stem: str, edit: Any) -> Path:
             "holds 27x28 images, expected 28x28",
         ),
         (TEST_LABELS, lambda raw: idx_bytes(np.full(12, 10, np.uint8)), "holds label 10, expected 0..9"),
+        (
+            TRAIN_IMAGES,
+            lambda raw: raw[:4] + struct.pack(">III", 10**6, 28, 28) + raw[16:],
+            "declares 1000000x28x28 = 784,000,000 bytes, more than the 268,435,456 mnistpack reads",
+        ),
     ],
-    ids=["truncated", "header-cut", "extra-bytes", "wrong-magic", "wrong-type", "count", "dims", "label"],
+    ids=[
+        "truncated",
+        "header-cut",
+        "extra-bytes",
+        "wrong-magic",
+        "wrong-type",
+        "count",
+        "dims",
+        "label",
+        "huge",
+    ],
 )
 def test_damaged_idx_files_are_named(tmp_path: Path, stem: str, edit: Any, message: str) -> None:
     write_idx_dir(tmp_path, gz=True)

@@ -109,3 +109,20 @@ def test_both_decoders_agree(luau: HostedLuau, case: Case, compression: str) -> 
 def test_the_corpus_reaches_every_verdict() -> None:
     verdicts = {case.expect for case in cases()}
     assert verdicts == {WEIGHTS, "zstd", "container", "msgpack", "header", "shape"}
+
+
+@pytest.mark.parametrize(
+    ("name", "stage"),
+    [("a million empty maps under an unknown key", "header"), ("exactly MAX_DECODED_VALUES values", "shape")],
+)
+def test_a_vm_with_too_little_memory_gets_a_mnistpack_error(name: str, stage: str) -> None:
+    # the limits bound what a module costs, but a VM given less than that still hears
+    # which stage ran out of memory, never a bare "not enough memory"
+    (case,) = [case for case in cases() if case.name == name]
+    host = LuauHost()
+    host.run("require(root.Decoder); require(root.Zstd)")
+    module = module_table(host, base64.b64encode(case.data("zstd")), "zstd")
+    host.lua.set_memory_limit(host.lua.used_memory() + (24 << 20))
+    ok, message, _, _ = decode(host, module)
+    assert not ok
+    assert message.startswith(f"mnistpack: {stage}: ran out of memory".encode()), message

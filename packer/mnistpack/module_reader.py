@@ -7,8 +7,10 @@ module, as `require` would, in a sandboxed VM (pluau, the Luau VM the tests use)
 
 - the module sees `script` (its instance, with the parts of a split module as children),
   `require`, the pure libraries (string, table, math, buffer, utf8, bit32) and the basic
-  functions, and nothing else: no pcall, xpcall or coroutine (pluau aborts the process when
-  its interrupt's error is caught inside a protected call), no getfenv, no loadstring;
+  functions, and nothing else: no getfenv, no loadstring, and no pcall, xpcall or
+  coroutine (pluau aborts the process with SIGILL when its interrupt's error is caught by
+  a pcall in a VM without a memory limit: this VM has a limit, and a weights module needs
+  no pcall);
 - the VM may use MODULE_MEMORY_BYTES and MODULE_CPU_SECONDS of this thread's CPU time;
 - files are read only when they are regular files, each at most MODULE_FILE_BYTES and
   MODULE_READ_BYTES in all, the size checked before reading.
