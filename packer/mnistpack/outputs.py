@@ -49,16 +49,21 @@ def write_files(
     """Replace the set of files in `out_dir` with `files` (path relative to `out_dir` -> UTF-8
     text or bytes) and remove the `obsolete` ones (asked under the lock), all or nothing."""
     _make_folder(out_dir)
-    with _locked(out_dir):
-        _remove_leftovers(out_dir)
-        retired = [name for name in (obsolete() if obsolete is not None else ()) if name not in files]
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
-        try:
-            staged = {name: _stage(staging, name, content, out_dir) for name, content in files.items()}
-            _check_targets(out_dir, [*files, *retired])
-            _swap(out_dir, staged, retired)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with _locked(out_dir):
+            _remove_leftovers(out_dir)
+            retired = [name for name in (obsolete() if obsolete is not None else ()) if name not in files]
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+            try:
+                staged = {name: _stage(staging, name, content, out_dir) for name, content in files.items()}
+                _check_targets(out_dir, [*files, *retired])
+                _swap(out_dir, staged, retired)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except OutputError:
+        raise
+    except OSError as error:  # listing, staging or checking the folder; nothing was replaced
+        raise OutputError(f"cannot write to the output folder {out_dir}: {_reason(error)}.") from None
     return tuple(out_dir / name for name in files)
 
 
