@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import resource
 import signal
 import struct
 import subprocess
@@ -27,22 +26,31 @@ MEMORY_LIMIT = 256 << 20
 CPU_SECONDS = 2.0
 
 
-def limited(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`mnistpack ARGS` under the limits; the process is ended if it exceeds either."""
+# Sets the limits, then becomes `python -m mnistpack ARGS` (the timer survives exec). A
+# launcher rather than preexec_fn: this test process may run JAX's threads, and forking
+# a threaded process to run Python code before exec can deadlock.
+LAUNCHER = f"""
+import os, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_DATA, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
+signal.setitimer(signal.ITIMER_PROF, {CPU_SECONDS})
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
-        signal.setitimer(signal.ITIMER_PROF, CPU_SECONDS)  # kept across exec
 
-    done = subprocess.run(
-        [sys.executable, "-m", "mnistpack", *map(str, args)],
+def under_limits(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *command],
         cwd=cwd,
-        preexec_fn=limits,  # noqa: PLW1509 - no threads in the child before exec
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def limited(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`mnistpack ARGS` under the limits; the test fails if the process exceeds either."""
+    done = under_limits([sys.executable, "-m", "mnistpack", *map(str, args)], cwd)
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         pytest.fail(f"mnistpack {' '.join(map(str, args))} was ended by {name}: {done.stderr[-1500:]}")
@@ -67,6 +75,14 @@ def write(folder: Path, files: dict[str, str]) -> Path:
         path.write_text(text, encoding="utf-8")
     name = next(iter(files))
     return folder / (name.split("/")[0] if "/" in name else name)
+
+
+def test_the_limits_are_real() -> None:
+    # what the tests below rely on: a process that computes or allocates too much is stopped
+    spin = under_limits([sys.executable, "-c", "while True: pass"])
+    assert spin.returncode == -signal.SIGPROF
+    hog = under_limits([sys.executable, "-c", f"x = bytearray({MEMORY_LIMIT})"])
+    assert hog.returncode == 1 and "MemoryError" in hog.stderr
 
 
 # --- the hostile corpus ----------------------------------------------------------------------
