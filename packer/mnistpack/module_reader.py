@@ -26,7 +26,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -193,7 +193,6 @@ class _Reader:
     """Bounded reads of the module's files: regular files only, MODULE_READ_BYTES in all."""
 
     budget: int = MODULE_READ_BYTES
-    files: list[Path] = field(default_factory=list)
 
     def read(self, path: Path) -> str:
         try:
@@ -218,7 +217,6 @@ class _Reader:
         if len(raw) > limit:  # it grew after the size check
             raise ModuleFormatError(self._too_large(path, len(raw)))
         self.budget -= len(raw)
-        self.files.append(path)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
