@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mnistpack.build import build, shipped_model, text_export  # noqa: E402
 from mnistpack.compression import decompress  # noqa: E402
 from mnistpack.constants import PRECISIONS  # noqa: E402
-from mnistpack.luau_emit import base64_lines, read_module  # noqa: E402
+from mnistpack.luau_emit import base64_lines  # noqa: E402
 from mnistpack.model import load_dense_stack  # noqa: E402
+from mnistpack.module_reader import read_module  # noqa: E402
 
 from tests.luau_host import LuauHost  # noqa: E402
 

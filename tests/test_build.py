@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mnistpack import assets
+from mnistpack import build as build_module
 from mnistpack.build import ACCURACY_SKIPPED, build, dequantize_stack, quantize_stack, summary, text_export
 from mnistpack.compression import decompress
 from mnistpack.container import Container, unpack
 from mnistpack.data import PixelCounts
 from mnistpack.errors import ModelError, OptionError, OutputError
-from mnistpack.luau_emit import read_module
 from mnistpack.model import DenseStack, dense_stack_from_arrays
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize
 
 from tests.random_model import random_arrays as make_random_arrays
@@ -262,3 +263,16 @@ def test_missing_shipped_model_says_what_to_do(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(assets, "SHIPPED_MODEL_NAME", "no-such-model.keras")
     with pytest.raises(ModelError, match="no --model given .* pass --model PATH"):
         build(model=None, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
+
+
+def test_a_model_too_large_for_a_module_is_refused_before_packing(
+    random_model: Path, tmp_path: Path, no_test_data: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FORMAT.md section 6 bounds the values of a container; build says so before packing
+    # (the limit is lowered here so that a small model stands for a huge one)
+    monkeypatch.setattr(build_module, "MAX_DECODED_VALUES", 1000)
+    with pytest.raises(
+        ModelError, match=r"holds [\d,]+ weights and biases; a weights module holds at most 1,000"
+    ):
+        build(model=random_model, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,31 @@ def test_entry_point_starts_without_keras() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["mnistpack", __version__, "0", "False", "False"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "status", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_during_training_stops_it_and_saves_nothing(
+    mnist_dir: Path, tmp_path: Path, signum: int, status: int, said: str
+) -> None:
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"the previous model")
+    args = ["train", "--data", str(mnist_dir), "--hidden", "8", "--epochs", "500", "--limit", "3000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnistpack", *args, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("epoch  1/"):
+            break
+    process.send_signal(signum)  # early stopping needs 6 more epochs at least: training is on
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == status, err
+    assert err.strip().splitlines() == [said], err
+    assert out.read_bytes() == b"the previous model"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m.keras"]

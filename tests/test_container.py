@@ -27,7 +27,7 @@ from mnistpack.errors import (
     MsgPackError,
     ShapeError,
 )
-from mnistpack.luau_emit import read_module
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize, quantize
 
 from tests.golden import make_golden
@@ -181,11 +181,24 @@ def test_decoders_accept_any_msgpack_encoding_and_ignore_unknown_keys() -> None:
 
 def test_crc_mismatch_is_detected_anywhere() -> None:
     raw = (GOLDEN / "float16.mnpk").read_bytes()
-    for index in (10, 20, len(raw) - 30, len(raw) - 1):
+    (header_length,) = struct.unpack_from("<I", raw, 6)
+    payload_at = 10 + header_length
+    for index in (payload_at, payload_at + 7, len(raw) - 30, len(raw) - 5, len(raw) - 1):
         damaged = bytearray(raw)
         damaged[index] ^= 0x10
         with pytest.raises(ChecksumError, match="^crc: the stored CRC-32"):
             unpack(bytes(damaged))
+
+
+def test_the_header_is_checked_before_the_crc() -> None:
+    # FORMAT.md section 2: a damaged header fails as a header, before the CRC pass
+    raw = (GOLDEN / "float16.mnpk").read_bytes()
+    for index, error in ((10, MsgPackError), (20, FormatError)):
+        damaged = bytearray(raw)
+        damaged[index] ^= 0x10
+        with pytest.raises(error) as caught:
+            unpack(bytes(damaged))
+        assert not isinstance(caught.value, ChecksumError)
 
 
 def test_framing_errors() -> None:

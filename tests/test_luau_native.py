@@ -38,7 +38,7 @@ local function answer(mode, produce)
 	elseif mode == "string" then
 		return "not a buffer"
 	elseif mode == "garbage" then
-		return buffer.fromstring("MNPK\1\0\5\0\0\0garbage and more garbage")
+		return buffer.fromstring(modes.garbageBytes or "MNPK\1\0\5\0\0\0garbage and more garbage")
 	end
 	return buffer.fromstring(produce())
 end
@@ -123,7 +123,7 @@ def with_fakes(**modes: Any) -> tuple[LuauHost, Any]:
     host = LuauHost()
     lua_modes = host.lua.create_table()
     for key, value in modes.items():
-        lua_modes.set(key, value)
+        lua_modes.set(key, host.lua.create_string(value) if isinstance(value, bytes) else value)
     functions = [host.lua.create_function(f) for f in (py_base64, py_zstd, py_json, py_size)]
     counter = host.run(FAKES, *functions, lua_modes)[0]
     return host, counter
@@ -205,10 +205,25 @@ def test_bare_string_uses_the_fast_paths(compression: str) -> None:
 
 @pytest.mark.parametrize("modes", [{"decompress": "garbage"}, {"noEncoding": True, "json": "garbage"}])
 def test_a_lying_service_cannot_produce_weights(modes: dict[str, Any]) -> None:
+    # output of another size than the frame declares is not used: the pure decoders run
+    host, counter = with_fakes(**modes)
+    module = module_table(host, module_text(PACKED.container, "zstd"), "zstd")
+    assert decode(host, module) == pure_result(PACKED, "zstd")
+    asked = calls(counter)
+    assert asked["decompress"] + asked["json"] == 1, asked
+
+
+@pytest.mark.parametrize("path", ["decompress", "json"])
+def test_a_lying_service_of_the_right_size_is_caught_by_the_container_checks(path: str) -> None:
+    # garbage of exactly the declared size gets through to the container checks, which refuse it
+    # (its header, here: the header is checked before the CRC)
+    garbage = b"MNPK\x01\x00\x05\x00\x00\x00garbage"
+    container = garbage + bytes(len(PACKED.container) - len(garbage))
+    modes = {path: "garbage", "garbageBytes": container} | ({"noEncoding": True} if path == "json" else {})
     host, _ = with_fakes(**modes)
     ok, message, _, _ = decode(host, module_table(host, module_text(PACKED.container, "zstd"), "zstd"))
     assert not ok
-    assert error_stage(message) in ("container", "crc"), message
+    assert error_stage(message) in ("container", "msgpack", "header", "crc"), message
 
 
 def test_damaged_text_fails_with_the_pure_decoders_message() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from mnistpack import __version__, assets
 from mnistpack.compression import compress, decompress
-from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, PRECISIONS
+from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, MAX_DECODED_VALUES, PRECISIONS
 from mnistpack.container import Container, LayerSpec, pack, unpack
 from mnistpack.data import IMAGE_SIDE, PixelCounts, bundled_pixel_counts, load_test_set
 from mnistpack.errors import ContainerError, ModelError, OptionError
@@ -81,7 +81,14 @@ def build(
     import_keras()
     started = time.perf_counter()
     stack = load_dense_stack(model)
-    say(f"network {_describe(stack)}, {_weight_count(stack):,} weights and biases")
+    values = _weight_count(stack)
+    say(f"network {_describe(stack)}, {values:,} weights and biases")
+    if values > MAX_DECODED_VALUES:
+        raise ModelError(
+            f"{model} holds {values:,} weights and biases; a weights module holds at most "
+            f"{MAX_DECODED_VALUES:,} (FORMAT.md section 6), so that Roblox decodes it in bounded "
+            "time and memory."
+        )
     counts = bundled_pixel_counts()
     container = quantize_stack(stack, precision, prune_threshold=DEFAULT_PRUNE_THRESHOLD, pixel_counts=counts)
     zeroed = container.meta["pruning"]["inputs_zeroed"]
@@ -99,9 +106,9 @@ def build(
     files = emit_module(
         blob, compression, comment_lines=_comment_lines(stack, container, len(raw), len(blob))
     )
-    # the drop-in Roblox files go in the same atomic write; they follow the weights files
+    # the drop-in Roblox files go in the same set as the weights files: all replaced, or none
     roblox = roblox_files(files)
-    written = write_files(out_dir, {**files, **roblox}, obsolete=_obsolete_outputs(out_dir, files))
+    written = write_files(out_dir, {**files, **roblox}, obsolete=lambda: _obsolete_outputs(out_dir, files))
     for path in written:
         say(f"wrote {path}")
     module_bytes = sum(len(text.encode()) for text in files.values())

@@ -20,6 +20,11 @@ MAX_TENSORS: Final = 256
 MAX_LAYERS: Final = 64
 MAX_DIM: Final = 65536
 MAX_NAME_BYTES: Final = 64
+# Resource limits (FORMAT.md section 6), the same for every format version.
+MAX_DECODED_VALUES: Final = 1 << 22
+MAX_HEADER_VALUES: Final = 1 << 18
+MAX_HEADER_DEPTH: Final = 32
+MAX_HEADER_INTEGER: Final = (1 << 53) - 1
 
 PRECISIONS: Final = ("float32", "float16", "int8", "int4")
 ACTIVATIONS: Final = ("linear", "relu", "sigmoid", "tanh", "softmax")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from mnistpack.errors import ModelError
 BACKEND_ENV_VAR: Final = "KERAS_BACKEND"
 DEFAULT_BACKEND: Final = "jax"
 MODEL_SUFFIXES: Final = (".keras", ".h5", ".hdf5")
+FLOAT64_WARNING: Final = "Explicitly requested dtype float64"
 SUPPORTED_LAYERS: Final = "only stacks of Dense layers (optionally after an Input or Flatten) are supported"
 
 
@@ -146,7 +148,11 @@ def load_dense_stack(path: Path) -> DenseStack:
 def _load_keras_model(path: Path) -> Any:
     keras = import_keras()
     try:
-        model = keras.saving.load_model(path, compile=False)
+        with warnings.catch_warnings():
+            # JAX holds float64 weights as float32 and warns once per array; mnistpack packs
+            # float32 at most, so the model loses nothing it would have kept
+            warnings.filterwarnings("ignore", FLOAT64_WARNING, UserWarning)
+            model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises bare ValueError/OSError/TypeError for bad files.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path} is not a Keras model that Keras can load ({reason}).") from exc

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +22,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from mnistpack import __version__
+from mnistpack import __version__, signals
+from mnistpack.constants import MAX_DECODED_VALUES
 from mnistpack.data import INPUT_SIZE, NUM_CLASSES, Mnist, load_mnist, resolve_data_dir
 from mnistpack.errors import OutputError
 from mnistpack.model import import_keras
@@ -31,6 +33,11 @@ Log = Callable[[str], None]
 
 PREDICT_BATCH: Final = 2000
 MIN_TRAIN_IMAGES: Final = 20  # at least 2 validation images at a 10% split
+MAX_SEED: Final = 2**32 - 1  # what Keras and NumPy take
+# The widest hidden layer whose network a container may hold (FORMAT.md section 6):
+# hidden * (784 inputs + 1 bias + 10 outputs) + 10 values, so `build` packs every model
+# `train` makes.
+MAX_HIDDEN: Final = (MAX_DECODED_VALUES - NUM_CLASSES) // (INPUT_SIZE + 1 + NUM_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,10 @@ class TrainConfig:
             raise ValueError(f"hidden, max_epochs, batch_size and patience must be >= 1, got {self}.")
         if self.limit is not None and self.limit < MIN_TRAIN_IMAGES:
             raise ValueError(f"limit must be >= {MIN_TRAIN_IMAGES}, got {self.limit}.")
+        if self.hidden > MAX_HIDDEN:
+            raise ValueError(f"hidden must be at most {MAX_HIDDEN}, got {self.hidden}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be from 0 to {MAX_SEED}, got {self.seed}.")
 
 
 @dataclass(frozen=True)
@@ -82,11 +93,12 @@ def run_train(
     _check_writable(out)
     mnist = load_mnist(resolve_data_dir(data), allow_download=allow_download)
     model, report = train(mnist, config, log)
-    save_model(model, out)
-    note = train_note(config, report, out, seconds=time.perf_counter() - started)
-    write_json_atomic(sidecar_path(out), note)
+    model_bytes = model_file_bytes(model, out)
+    note = train_note(config, report, out, model_bytes, seconds=time.perf_counter() - started)
+    # the model and its note are one set: both replaced, or neither
+    write_files(out.parent, {out.name: model_bytes, sidecar_path(out).name: _json_text(note)})
     log(f"test accuracy {100 * report.test_accuracy:.2f}% ({report.test_correct}/{report.test_total})")
-    log(f"saved {out} ({out.stat().st_size:,} bytes) and {sidecar_path(out)}")
+    log(f"saved {out} ({len(model_bytes):,} bytes) and {sidecar_path(out)}")
     return report
 
 
@@ -107,22 +119,33 @@ def train(mnist: Mnist, config: TrainConfig, log: Log) -> tuple[Any, TrainReport
     )
     log(f"training 784-{config.hidden}-10 on {len(x_train)} images, validating on {n_val}")
     started = time.perf_counter()
-    history = training.fit(
-        x_train,
-        y_train,
-        batch_size=config.batch_size,
-        epochs=config.max_epochs,
-        validation_data=(x_val, y_val),
-        callbacks=[stopper, _progress_callback(keras, config.max_epochs, log)],
-        verbose=0,
-    )
-    fit_seconds = time.perf_counter() - started
-    val_losses = history.history["val_loss"]
-    best = int(np.argmin(val_losses))
-    log(f"stopped after {len(val_losses)} epochs; kept epoch {best + 1} (val_loss {val_losses[best]:.4f})")
+    # Ctrl-C and SIGTERM stop training at the end of a batch, never inside JAX (which may
+    # swallow a KeyboardInterrupt or crash on it); then they are raised, and nothing is saved.
+    with signals.deferred(escalate=True) as pending:
+        history = training.fit(
+            x_train,
+            y_train,
+            batch_size=config.batch_size,
+            epochs=config.max_epochs,
+            validation_data=(x_val, y_val),
+            callbacks=[
+                stopper,
+                _progress_callback(keras, config.max_epochs, log),
+                _stop_callback(keras, pending),
+            ],
+            verbose=0,
+        )
+        pending.check()
+        fit_seconds = time.perf_counter() - started
+        val_losses = history.history["val_loss"]
+        best = int(np.argmin(val_losses))
+        log(
+            f"stopped after {len(val_losses)} epochs; kept epoch {best + 1} (val_loss {val_losses[best]:.4f})"
+        )
 
-    model = export_model(keras, training)
-    probabilities = model.predict(mnist.test_images, batch_size=PREDICT_BATCH, verbose=0)
+        model = export_model(keras, training)
+        probabilities = model.predict(mnist.test_images, batch_size=PREDICT_BATCH, verbose=0)
+        pending.check()
     correct = int(np.count_nonzero(np.argmax(probabilities, axis=1) == mnist.test_labels))
     report = TrainReport(
         test_correct=correct,
@@ -148,16 +171,20 @@ def export_model(keras: Any, training: Any) -> Any:
 
 def save_model(model: Any, out: Path) -> None:
     """Save atomically: a half-written model never replaces a good one."""
-    # Keras insists on the .keras suffix, so the temporary name keeps it.
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
-    try:
-        model.save(tmp)
-        tmp.replace(out)
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"Cannot save the model to {out}: {exc}.") from exc
-    finally:
-        # Also on Ctrl-C: no half-written temporary file is left behind.
-        tmp.unlink(missing_ok=True)
+    write_files(out.parent, {out.name: model_file_bytes(model, out)})
+
+
+def model_file_bytes(model: Any, out: Path) -> bytes:
+    """The `.keras` file of `model`, saved in a temporary folder (removed on every way out,
+    Ctrl-C included) and read back; `out` names the file in errors."""
+    with tempfile.TemporaryDirectory(prefix="mnistpack-model-") as folder:
+        # Keras insists on the .keras suffix
+        path = Path(folder) / f"model{out.suffix}"
+        try:
+            model.save(path)
+            return path.read_bytes()
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"Cannot save the model to {out}: {exc}.") from exc
 
 
 def sidecar_path(out: Path) -> Path:
@@ -165,10 +192,11 @@ def sidecar_path(out: Path) -> Path:
     return out.with_suffix(".json")
 
 
-def train_note(config: TrainConfig, report: TrainReport, out: Path, *, seconds: float) -> dict[str, Any]:
+def train_note(
+    config: TrainConfig, report: TrainReport, out: Path, model_bytes: bytes, *, seconds: float
+) -> dict[str, Any]:
     """What the README quotes about a trained model: its score, how it was made, on what."""
     keras = import_keras()
-    model_bytes = out.read_bytes()
     return {
         "model": out.name,
         "model_bytes": len(model_bytes),
@@ -196,7 +224,11 @@ def train_note(config: TrainConfig, report: TrainReport, out: Path, *, seconds: 
 
 
 def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    write_files(path.parent, {path.name: json.dumps(doc, indent=2, sort_keys=True) + "\n"})
+    write_files(path.parent, {path.name: _json_text(doc)})
+
+
+def _json_text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
 def _check_writable(out: Path) -> None:
@@ -271,6 +303,17 @@ def _progress_callback(keras: Any, max_epochs: int, log: Log) -> Any:
         )
 
     return keras.callbacks.LambdaCallback(on_epoch_begin=begin, on_epoch_end=end)
+
+
+def _stop_callback(keras: Any, pending: signals.Deferred) -> Any:
+    """Ends `fit` after the batch during which Ctrl-C or SIGTERM came."""
+
+    class StopOnSignal(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            if pending.pending:
+                self.model.stop_training = True
+
+    return StopOnSignal()
 
 
 def _version(package: str) -> str | None:
