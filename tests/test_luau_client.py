@@ -58,29 +58,26 @@ end
 return Model
 """
 
-# Canvas values for the same strokes from the pure brush functions, then Preprocessing.
-# Points go to screen pixels and back exactly as the draw helper and the canvas do it.
+# Preprocessing.fromStrokes of the same strokes, as the canvas should have recorded them:
+# points go to screen pixels and back exactly as the draw helper and the canvas do it.
 EXPECTED_INPUT = r"""
 local fakes, strokes = ...
-local Canvas = require(root.client.Canvas)
 local P = require(root.client.Preprocessing)
 local cells = fakes.find("Cells")
 local o, s = cells.AbsolutePosition, cells.AbsoluteSize
 local function map(point)
 	local x, y = o.X + point[1] / 28 * s.X, o.Y + point[2] / 28 * s.Y
-	return (x - o.X) / s.X * 28, (y - o.Y) / s.Y * 28
+	return { x = (x - o.X) / s.X * 28, y = (y - o.Y) / s.Y * 28 }
 end
-local pixels = table.create(784, 0)
+local recorded = {}
 for _, stroke in strokes do
-	local x, y = map(stroke[1])
-	Canvas.stamp(pixels, x, y)
-	for i = 2, #stroke do
-		local nx, ny = map(stroke[i])
-		Canvas.segment(pixels, x, y, nx, ny)
-		x, y = nx, ny
+	local points = {}
+	for _, point in stroke do
+		table.insert(points, map(point))
 	end
+	table.insert(recorded, points)
 end
-return P.prepare(pixels)
+return P.fromStrokes(recorded)
 """
 
 LAST_INPUT = "local inputs = require(root.Model).inputs; return inputs[#inputs]"
@@ -189,12 +186,11 @@ def test_a_decoder_error_is_shown_not_thrown() -> None:
     assert client.errors() == []
 
 
-def test_the_model_gets_the_preprocessed_canvas(client: Client) -> None:
+def test_the_model_gets_the_strokes_through_from_strokes(client: Client) -> None:
     loaded(client)
     client.draw(DIAGONAL)
     got = lua_list(client, LAST_INPUT)
-    expected = lua_list(client, EXPECTED_INPUT, client.fakes, client.strokes_table(DIAGONAL))
-    assert np.array_equal(got, expected)
+    assert np.array_equal(got, expected_input(client, DIAGONAL))
     # values stay 0..1 end to end: a stray /255 would leave the maximum near 0.004
     assert 0.9 < got.max() <= 1.0 and got.min() == 0.0
 
@@ -271,7 +267,60 @@ def test_low_confidence_says_not_sure(client: Client) -> None:
     client.lua("require(root.Model).answer = { 0.05, 0.3, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3, 0.05, 0.05 }")
     client.draw(DIAGONAL)
     assert client.text("TopGuess") == constant(client, "NOT_SURE_TEXT")
-    assert client.text("Confidence").startswith("maybe ")
+    # the two likeliest digits, ties to the lower one first
+    assert client.text("Confidence") == "1 (30%) or 7 (30%)"
+    highlighted = client.lua(
+        """
+        local fakes = ...
+        local C = require(root.client.Constants)
+        local w = C.COLORS.warning
+        local found = {}
+        for d = 0, 9 do
+            local c = fakes.find("Row" .. d).Bar.Fill.BackgroundColor3
+            if math.abs(c.R - w[1] / 255) < 1e-9 and math.abs(c.G - w[2] / 255) < 1e-9 then
+                table.insert(found, d)
+            end
+        end
+        return table.concat(found, ",")
+        """
+    )[0]
+    assert highlighted == "1,7"
+
+
+def test_a_tap_is_not_a_digit(client: Client) -> None:
+    loaded(client)
+    client.draw([[(14.0, 14.0)]])
+    # a dot is drawn on the canvas but there is nothing to read: no prediction, no guess
+    assert client.lua(PREDICTIONS) == [0]
+    assert client.text("TopGuess") == ""
+
+
+def expected_input(client: Client, strokes: Sequence[Stroke]) -> np.ndarray:
+    return lua_list(client, EXPECTED_INPUT, client.fakes, client.strokes_table(strokes))
+
+
+def test_clear_forgets_the_strokes_and_close_points_are_not_kept(client: Client) -> None:
+    loaded(client)
+    client.draw([[(4.0, 4.0), (10.0, 4.0), (10.0, 12.0)]])
+    client.click("Clear")
+    # the second point is closer than POINT_SPACING to the first: the canvas skips it
+    client.draw([[(20.0, 5.0), (20.0, 5.05), (20.0, 20.0)], [(15.0, 12.0), (25.0, 12.0)]])
+    got = lua_list(client, LAST_INPUT)
+    assert np.array_equal(
+        got, expected_input(client, [[(20.0, 5.0), (20.0, 20.0)], [(15.0, 12.0), (25.0, 12.0)]])
+    )
+
+
+def test_a_full_canvas_takes_no_more_ink(client: Client) -> None:
+    loaded(client)
+    limit = int(str(constant(client, "MAX_POINTS")))
+    # a scribble of more positions than the canvas keeps, each a cell from the last
+    scribble = [(4.0 + (k % 20), 4.0 + (k // 20) % 20) for k in range(limit + 50)]
+    client.draw([scribble], events_per_frame=250)
+    client.draw([[(1.0, 26.0), (26.0, 26.0)]])
+    got = lua_list(client, LAST_INPUT)
+    assert np.array_equal(got, expected_input(client, [scribble[:limit]]))
+    assert client.errors() == []
 
 
 def test_clear_empties_the_canvas_and_the_result(client: Client) -> None:
