@@ -72,7 +72,7 @@ return predictBatch, inputs, outputs, model
 
 
 # Reads drawings written by encode_drawings back into the strokes fromStrokes takes.
-_READ_DRAWINGS = r"""
+READ_DRAWINGS_LUAU = r"""
 local function readDrawings(data: string, count: number): { { { { x: number, y: number } } } }
 	local source = buffer.fromstring(data)
 	local at = 0
@@ -100,7 +100,7 @@ end
 
 # Preprocessing.fromStrokes on a batch of drawings: their 784 inputs as float64.
 _FROM_STROKES_CHUNK = (
-    _READ_DRAWINGS
+    READ_DRAWINGS_LUAU
     + r"""
 local Preprocessing = require(root.client.Preprocessing)
 return function(data: string, count: number): string
@@ -118,7 +118,7 @@ end
 
 # The client's own path for a batch of drawings: fromStrokes, then the model.
 _PREDICT_STROKES_CHUNK = (
-    _READ_DRAWINGS
+    READ_DRAWINGS_LUAU
     + r"""
 local Preprocessing = require(root.client.Preprocessing)
 local model, outputs = ...
@@ -137,6 +137,31 @@ return function(data: string, count: number): string
 end
 """
 )
+
+
+# The model on a batch of float64 inputs, as they are.
+_PREDICT_FLOATS_CHUNK = r"""
+local model, outputs = ...
+local inputs = model.inputs
+local recordBytes = 4 + 8 * outputs
+local pixels = table.create(inputs, 0)
+return function(data: string, count: number): string
+	local source = buffer.fromstring(data)
+	local out = buffer.create(count * recordBytes)
+	for n = 0, count - 1 do
+		for i = 1, inputs do
+			pixels[i] = buffer.readf64(source, (n * inputs + i - 1) * 8)
+		end
+		local digit, probabilities = model:predict(pixels)
+		local at = n * recordBytes
+		buffer.writeu32(out, at, digit)
+		for o = 1, outputs do
+			buffer.writef64(out, at + 4 + 8 * (o - 1), probabilities[o])
+		end
+	end
+	return buffer.tostring(out)
+end
+"""
 
 
 def encode_drawings(drawings: Sequence[Strokes]) -> bytes:
@@ -184,13 +209,17 @@ class LuauRuntime:
         """`files` maps the packer's output paths (`emit_module`'s keys) to their sources."""
         self.host = LuauHost(extra=instance_paths(files))
         try:
-            predict_batch, inputs, outputs, self._model = self.host.run(_LOAD_CHUNK, module_name, PIXEL_MAX)
+            predict_batch, inputs, outputs, self.model = self.host.run(_LOAD_CHUNK, module_name, PIXEL_MAX)
         except RuntimeError as exc:
             raise LuauRuntimeError(f"The Luau decoder or model failed: {_first_line(exc)}.") from exc
         self._predict_batch: Any = predict_batch
         self.inputs = int(inputs)
         self.outputs = int(outputs)
         self._predict_strokes: Any = None
+        # the model's calibrated "sure" threshold (meta.calibration), None when it has none
+        (threshold,) = self.host.run("local model = ...; return model.sureThreshold", self.model)
+        self.sure_threshold: float | None = None if threshold is None else float(threshold)
+        self._predict_floats: Any = None
 
     def predict(self, pixels: np.ndarray, progress: Callable[[int], None] | None = None) -> LuauPredictions:
         """Predict every row of `pixels` (uint8 [N, inputs]); `progress(done)` after each batch."""
@@ -210,12 +239,32 @@ class LuauRuntime:
                 progress(start + len(batch))
         return self._records(chunks)
 
+    def predict_inputs(
+        self, inputs: np.ndarray, progress: Callable[[int], None] | None = None
+    ) -> LuauPredictions:
+        """Predict every row of `inputs` (float64 [N, inputs], 0..1), passed to the model as they are."""
+        if inputs.ndim != 2 or inputs.shape[1] != self.inputs:
+            raise ValueError(f"predict_inputs wants [N, {self.inputs}] inputs, got shape {inputs.shape}.")
+        if self._predict_floats is None:
+            self._predict_floats = self.host.run(_PREDICT_FLOATS_CHUNK, self.model, self.outputs)[0]
+        chunks = []
+        for start in range(0, len(inputs), BATCH_IMAGES):
+            batch = np.ascontiguousarray(inputs[start : start + BATCH_IMAGES], dtype="<f8")
+            try:
+                raw = self._predict_floats(self.host.lua.create_string(batch.tobytes()), len(batch))[0]
+            except RuntimeError as exc:
+                raise LuauRuntimeError(f"The Luau model failed: {_first_line(exc)}.") from exc
+            chunks.append(raw.as_bytes())
+            if progress is not None:
+                progress(start + len(batch))
+        return self._records(chunks)
+
     def predict_strokes(
         self, drawings: Sequence[Strokes], progress: Callable[[int], None] | None = None
     ) -> LuauPredictions:
         """Predict every drawing the way the client does: `Preprocessing.fromStrokes`, then Model."""
         if self._predict_strokes is None:
-            self._predict_strokes = self.host.run(_PREDICT_STROKES_CHUNK, self._model, self.outputs)[0]
+            self._predict_strokes = self.host.run(_PREDICT_STROKES_CHUNK, self.model, self.outputs)[0]
         chunks = []
         for start in range(0, len(drawings), BATCH_IMAGES):
             batch = drawings[start : start + BATCH_IMAGES]
