@@ -311,16 +311,78 @@ def test_clear_forgets_the_strokes_and_close_points_are_not_kept(client: Client)
     )
 
 
-def test_a_full_canvas_takes_no_more_ink(client: Client) -> None:
-    loaded(client)
-    limit = int(str(constant(client, "MAX_POINTS")))
-    # a scribble of more positions than the canvas keeps, each a cell from the last
-    scribble = [(4.0 + (k % 20), 4.0 + (k // 20) % 20) for k in range(limit + 50)]
-    client.draw([scribble], events_per_frame=250)
-    client.draw([[(1.0, 26.0), (26.0, 26.0)]])
-    got = lua_list(client, LAST_INPUT)
-    assert np.array_equal(got, expected_input(client, [scribble[:limit]]))
-    assert client.errors() == []
+# The canvas's recording, as a pure function of the positions it is given.
+RECORD = r"""
+local Canvas = require(root.client.Canvas)
+local C = require(root.client.Constants)
+local strokes = ...
+local fields = { strokes = {}, pointCount = 0, spacing = C.POINT_SPACING, dirty = false }
+local canvas = setmetatable(fields, Canvas)
+local refused = 0
+for _, stroke in strokes do
+	for i, point in stroke do
+		if not canvas:_record(point[1], point[2], i == 1) then
+			refused += 1
+		end
+	end
+end
+local flat = {}
+for _, stroke in canvas.strokes do
+	for _, point in stroke do
+		table.insert(flat, point.x)
+		table.insert(flat, point.y)
+	end
+	table.insert(flat, -1)
+end
+return flat, canvas.pointCount, canvas.spacing, refused, C.MAX_POINTS, C.POINT_SPACING
+"""
+
+
+def record(
+    host: LuauHost, strokes: Sequence[Stroke]
+) -> tuple[list[list[tuple[float, float]]], int, float, int]:
+    outer = host.lua.create_table()
+    for stroke in strokes:
+        inner = host.lua.create_table()
+        for x, y in stroke:
+            point = host.lua.create_table()
+            point.push(float(x))
+            point.push(float(y))
+            inner.push(point)
+        outer.push(inner)
+    flat, count, spacing, refused, _, _ = host.run(RECORD, outer)
+    values = [flat.get(k) for k in range(1, flat.len() + 1)]
+    kept: list[list[tuple[float, float]]] = [[]]
+    k = 0
+    while k < len(values):
+        if values[k] == -1:
+            kept.append([])
+            k += 1
+        else:
+            kept[-1].append((values[k], values[k + 1]))
+            k += 2
+    return kept[:-1], int(count), float(spacing), int(refused)
+
+
+def test_a_long_scribble_is_thinned_not_cut(host: LuauHost) -> None:
+    limit, spacing = host.run(
+        "local C = require(root.client.Constants); return C.MAX_POINTS, C.POINT_SPACING"
+    )
+    # a cell between points, and no point twice
+    scribble = [(4.0 + (k % 20), 4.0 + (k // 20) % 20 + k / 1e4) for k in range(3 * int(limit))]
+    (kept,), count, now, refused = record(host, [scribble])
+    assert refused == 0 and count == len(kept) <= limit
+    assert now > spacing, "each thinning doubles the spacing"
+    assert kept[0] == scribble[0] and set(kept) <= set(scribble)
+    # the shape survives: the kept points still run from the first to (nearly) the last
+    assert scribble.index(kept[-1]) > len(scribble) - 10
+
+
+def test_hundreds_of_taps_fill_the_canvas(host: LuauHost) -> None:
+    (limit,) = host.run("return require(root.client.Constants).MAX_POINTS")
+    taps = [[(1.0 + k % 26, 1.0 + (k // 26) % 26)] for k in range(int(limit) + 5)]
+    kept, count, _, refused = record(host, taps)
+    assert count == limit and refused == 5 and len(kept) == limit
 
 
 def test_clear_empties_the_canvas_and_the_result(client: Client) -> None:

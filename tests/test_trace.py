@@ -74,3 +74,25 @@ def test_mnist_digits_redrawn_from_their_strokes_look_like_themselves(mnist_data
         overlaps.append((ink & again).sum() / (ink | again).sum())
     # same digit, same place, another pen: most of the ink is where it was
     assert np.median(overlaps) > 0.5
+
+
+def test_a_filled_blob_becomes_the_loop_a_pen_would_draw() -> None:
+    # the head of a "9" filled in: a disc, with a tail going down
+    rows, cols = np.mgrid[0:28, 0:28]
+    image = (np.hypot(rows - 9, cols - 14) <= 4.5).astype(float)
+    image[9:24, 17:20] = 1.0
+    strokes = image_strokes(image)
+    loops = [s for s in strokes if np.allclose(s[0], s[-1]) and len(s) > 8]
+    assert len(loops) == 1
+    radii = np.hypot(loops[0][:, 0] - 14.5, loops[0][:, 1] - 9.5)
+    assert 1.5 < radii.mean() < 4.5
+    tails = [s for s in strokes if s[:, 1].max() > 20]
+    assert tails, "the tail is still a stroke"
+
+
+def test_a_bold_bar_is_a_stroke_not_a_blob() -> None:
+    image = np.zeros((28, 28))
+    image[4:25, 11:18] = 1.0  # 7 cells wide, 21 long: bold, not filled
+    strokes = image_strokes(image)
+    assert not any(np.allclose(s[0], s[-1]) and len(s) > 8 for s in strokes)
+    assert max(np.ptp(s[:, 1]) for s in strokes) > 12

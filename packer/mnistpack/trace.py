@@ -21,6 +21,9 @@ import numpy as np
 THRESHOLD: Final = 0.5  # ink above this (0..1) is pen; MNIST's anti-aliased rim is not
 SPUR_PIXELS: Final = 3  # a branch this short, from a junction to a free end, is a thinning artefact
 SMOOTHING_PASSES: Final = 2  # [1, 2, 1] / 4 averages along each stroke, ends kept
+BLOB_RADIUS: Final = 2.9  # cells from the background: MNIST's strokes are 2-3 cells wide
+BLOB_EXTENT: Final = 7  # cells: a deep patch longer than this is a bold stroke, not a blob
+OUTLINE_DEPTH: Final = 1.5  # cells inside a blob's edge, where its loop is drawn
 
 Pixel = tuple[int, int]
 _NEIGHBOURS: Final = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -30,9 +33,48 @@ def image_strokes(image: np.ndarray, threshold: float = THRESHOLD) -> list[np.nd
     """The strokes of a 2-D image (values 0..1) as float64 [k, 2] arrays of (x, y) points."""
     from skimage.morphology import skeletonize
 
-    skeleton = skeletonize(np.asarray(image) > threshold)  # type: ignore[no-untyped-call]
-    paths = skeleton_paths(skeleton)
-    return [smooth(np.array([(c + 0.5, r + 0.5) for r, c in path], dtype=np.float64)) for path in paths]
+    ink = np.asarray(image) > threshold
+    blobs = blob_regions(ink)
+    outlines = blob_outlines(ink, blobs)
+    skeleton = skeletonize(ink & ~blobs)  # type: ignore[no-untyped-call]
+    paths = [np.array([(c + 0.5, r + 0.5) for r, c in path], np.float64) for path in skeleton_paths(skeleton)]
+    return [smooth(path) for path in paths] + outlines
+
+
+def blob_regions(ink: np.ndarray) -> np.ndarray:
+    """Where the ink is a filled blob rather than a stroke: bool, same shape as `ink`.
+
+    A pen loop drawn small and fat (the head of a "9", a loop of an "8") fills in on the
+    scan; its skeleton is a line, and a loop read as a line makes a "9" a "7". A blob is
+    ink farther than BLOB_RADIUS from any background pixel, in a compact patch (at most
+    BLOB_EXTENT across: a long one is a bold stroke, whose skeleton is right), grown back to
+    the ink around it.
+    """
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(ink)
+    labelled, count = ndimage.label(depth >= BLOB_RADIUS)
+    cores = np.zeros_like(ink)
+    for index, found in enumerate(ndimage.find_objects(labelled), start=1):
+        if found is not None and max(s.stop - s.start for s in found) <= BLOB_EXTENT:
+            cores |= labelled == index
+    if not cores.any():
+        return cores
+    near: np.ndarray = ink & (ndimage.distance_transform_edt(~cores) <= BLOB_RADIUS + 1)
+    return near
+
+
+def blob_outlines(ink: np.ndarray, blobs: np.ndarray) -> list[np.ndarray]:
+    """Each blob as the loop a pen would have drawn: the line OUTLINE_DEPTH inside its edge."""
+    if not blobs.any():
+        return []
+    from scipy import ndimage
+    from skimage.measure import find_contours
+
+    depth = np.where(ndimage.binary_dilation(blobs), ndimage.distance_transform_edt(ink), 0.0)
+    loops = find_contours(np.pad(depth, 1), OUTLINE_DEPTH)  # type: ignore[no-untyped-call]
+    # contours come as (row, column) of pixel centres, padded by one: to (x, y) cell units
+    return [np.stack([loop[:, 1] - 0.5, loop[:, 0] - 0.5], axis=1) for loop in loops if len(loop) >= 4]
 
 
 def skeleton_paths(skeleton: np.ndarray) -> list[list[Pixel]]:
