@@ -323,7 +323,7 @@ def percent(value: float) -> str:
 
 def markdown(result: dict[str, Any]) -> list[str]:
     lines = [
-        "| drawn size (longer side) | drawings | canvas + prepare (before) | fromStrokes | not sure | "
+        "| drawn size (longer side) | drawings | old path: canvas + prepare | fromStrokes | not sure | "
         "confidently wrong |",
         "|---|--:|--:|--:|--:|--:|",
     ]
@@ -368,7 +368,7 @@ def main() -> None:
         f"{percent(s['wrong_among_sure'])} (<= 1%), not sure {percent(s['not_sure'])} (<= 10%)"
     )
     print(
-        f"canvas + prepare (before): {percent(c['accuracy'])}, "
+        f"old path, canvas + prepare: {percent(c['accuracy'])}, "
         f"confidently wrong {percent(c['confidently_wrong'])}"
     )
     print(f"MNIST test through prepare: {percent(m['accuracy'])} (target >= 98.2%)")

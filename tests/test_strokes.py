@@ -44,6 +44,7 @@ def assert_same(host: LuauHost, drawings: Sequence[Strokes]) -> np.ndarray:
 
 def test_constants_agree_with_the_client(host: LuauHost) -> None:
     names = ("GRID", "FIT", "CENTRE", "STROKE_BOX", "PEN_RADIUS", "PEN_SOFTNESS", "MIN_EXTENT", "MAX_COORD")
+    names += ("MAX_SLANT",)
     table = host.run("return require(root.client.Constants)")[0]
     for name in names:
         assert table.get(name) == getattr(S, name), name
@@ -142,14 +143,17 @@ def test_luau_never_raises_on_garbage(host: LuauHost) -> None:
 
 
 def test_pen_width_does_not_depend_on_drawing_size() -> None:
-    # an "L": a vertical stroke and a horizontal one, drawn tiny and huge, anywhere
+    # a "+" (no slant to take out), drawn tiny and huge, anywhere
     widths = []
     for size, corner in ((3.0, (2.0, 2.0)), (9.0, (15.0, 4.0)), (27.0, (0.5, 0.5))):
         x, y = corner
-        drawing = [[(x, y), (x, y + size), (x + size * 0.6, y + size)]]
+        drawing = [
+            [(x + size / 2, y), (x + size / 2, y + size)],
+            [(x, y + size / 2), (x + size, y + size / 2)],
+        ]
         image = from_strokes(drawing).reshape(28, 28)
-        # ink across the vertical stroke, in the row through the middle of the drawing
-        widths.append(image[10, :14].sum())
+        # ink across the vertical stroke, in a row above the crossing
+        widths.append(image[8].sum())
     assert widths[0] > 2 and max(widths) - min(widths) < 1e-9
 
 
@@ -174,3 +178,24 @@ def test_where_and_how_big_the_player_drew_does_not_matter() -> None:
     ]
     for image in images[1:]:
         assert np.abs(image - images[0]).max() < 1e-9
+
+
+def sheared(drawing: Strokes, lean: float) -> Strokes:
+    return [[(x + lean * (y - 14.0), y) for x, y in stroke] for stroke in drawing]
+
+
+def test_a_slant_is_taken_out() -> None:
+    # a "4" written upright and the same "4" leaning either way read (nearly) the same: the
+    # slant is measured along the strokes, whose lengths a shear changes a little
+    four = [[(16.0, 5.0), (8.0, 17.0), (20.0, 17.0)], [(16.0, 5.0), (16.0, 24.0)]]
+    upright = from_strokes(four)
+    for lean in (-0.4, 0.3):
+        segments = S.canvas_segments(sheared(four, lean))
+        assert abs(S.slant(S.deslanted(segments))) < 0.05 * abs(S.slant(segments))
+        difference = np.abs(from_strokes(sheared(four, lean)) - upright)
+        assert difference.max() < 0.1 and difference.mean() < 0.01
+
+
+def test_an_extreme_slant_is_corrected_only_up_to_max_slant() -> None:
+    line = [[(2.0, 14.0), (26.0, 16.0)]]  # nearly flat: its "slant" is 12
+    assert S.slant(S.canvas_segments(line)) == S.MAX_SLANT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from mnistpack.data import Mnist
-from mnistpack.strokes import from_strokes
+from mnistpack.strokes import PEN_RADIUS, PEN_SOFTNESS, canvas_segments, render
 from mnistpack.trace import image_strokes, skeleton_paths, smooth
 
 
@@ -67,13 +67,13 @@ def test_mnist_digits_redrawn_from_their_strokes_look_like_themselves(mnist_data
     images = mnist_data.train_images[:200]
     overlaps = []
     for image in images:
-        redrawn = from_strokes(
-            [[tuple(p) for p in stroke] for stroke in image_strokes(image.reshape(28, 28))]
-        )
-        ink, again = image > 0.5, redrawn > 0.5
+        # drawn where they were traced (no fitting, no deslanting), with the client's pen
+        strokes = [[tuple(p) for p in stroke] for stroke in image_strokes(image.reshape(28, 28))]
+        redrawn = render(canvas_segments(strokes), PEN_RADIUS, PEN_SOFTNESS)
+        ink, again = image.reshape(28, 28) > 0.5, redrawn > 0.5
         overlaps.append((ink & again).sum() / (ink | again).sum())
     # same digit, same place, another pen: most of the ink is where it was
-    assert np.median(overlaps) > 0.5
+    assert np.median(overlaps) > 0.6
 
 
 def test_a_filled_blob_becomes_the_loop_a_pen_would_draw() -> None:

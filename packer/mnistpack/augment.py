@@ -32,7 +32,7 @@ from mnistpack.trace import image_strokes
 Log = Callable[[str], None]
 
 PROGRESS_EVERY: Final = 10_000  # images between progress lines
-CACHE_VERSION: Final = 2  # bump when the recipe changes what a cached file holds
+CACHE_VERSION: Final = 3  # bump when the recipe changes what a cached file holds
 _CROSS: Final = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 

@@ -7,10 +7,11 @@ learns from exactly what the client will show it.
 
 The recipe is MNIST's own (LeCun et al.): fit the drawing's bounding box into the 20x20 box
 keeping its aspect ratio, then move its centre of mass to (14, 14) by a whole number of
-cells. What differs is where the pen comes in: MNIST scanned ink and scaled the pixels,
-so a small digit came out with fat strokes; here the strokes are scaled first and drawn
-afterwards with one anti-aliased pen, so the stroke width in the box never depends on how
-big the player drew.
+cells; before that, the strokes are sheared upright by their measured slant, which the
+network then never has to learn. What differs is where the pen comes in: MNIST scanned
+ink and scaled the pixels, so a small digit came out with fat strokes; here the strokes
+are scaled first and drawn afterwards with one anti-aliased pen, so the stroke width in
+the box never depends on how big the player drew.
 
 Points are in canvas cells (what `Canvas.toCells` returns): x to the right, y down, the
 canvas spanning 0..28 on both axes.
@@ -39,6 +40,8 @@ STROKE_BOX: Final = 17.0
 # A drawing whose box is smaller than this on the canvas (in canvas cells) is a tap or a
 # slip, not a digit: it gives the empty input, like an empty canvas.
 MIN_EXTENT: Final = 1.0
+# The strokes are sheared upright first, by their measured slant (x per unit of y) up to this.
+MAX_SLANT: Final = 1.0
 # Coordinates beyond this many cells are not positions a pointer can report; such a point
 # is dropped, and breaks its stroke in two, as would any NaN or infinite one.
 MAX_COORD: Final = 1e6
@@ -59,6 +62,7 @@ def from_strokes(
     out = np.zeros(GRID * GRID)
     if len(pieces) == 0:
         return out
+    pieces = deslanted(pieces)
     xs = np.concatenate([pieces[:, 0], pieces[:, 2]])
     ys = np.concatenate([pieces[:, 1], pieces[:, 3]])
     min_x, max_x, min_y, max_y = xs.min(), xs.max(), ys.min(), ys.max()
@@ -72,6 +76,33 @@ def from_strokes(
     field[:, 1::2] = (pieces[:, 1::2] - mid_y) * scale + GRID / 2
     image = render(field, pen_radius, pen_softness)
     return centred(image).ravel()
+
+
+def slant(segments: np.ndarray) -> float:
+    """How far x leans per unit of y along the strokes: their second moments, weighted by length."""
+    x0, y0, x1, y1 = (segments[:, k] for k in range(4))
+    length = np.sqrt((x1 - x0) * (x1 - x0) + (y1 - y0) * (y1 - y0))
+    total = np.cumsum(length)[-1]
+    if not total > 0:
+        return 0.0
+    mean_x = np.cumsum(length * (x0 + x1) / 2)[-1] / total
+    mean_y = np.cumsum(length * (y0 + y1) / 2)[-1] / total
+    yy = np.cumsum(length * (y0 * y0 + y0 * y1 + y1 * y1) / 3)[-1] / total - mean_y * mean_y
+    xy = np.cumsum(length * (2 * x0 * y0 + x0 * y1 + x1 * y0 + 2 * x1 * y1) / 6)[-1] / total - mean_x * mean_y
+    if not yy > 0:
+        return 0.0
+    return float(min(max(xy / yy, -MAX_SLANT), MAX_SLANT))
+
+
+def deslanted(segments: np.ndarray) -> np.ndarray:
+    """The segments sheared upright about the middle of their height: a slant is the
+    writer's habit, not part of the digit (MNIST readers have long deslanted their input)."""
+    lean = slant(segments)
+    out = segments.copy()
+    ys = segments[:, 1::2]
+    mean = (ys.min() + ys.max()) / 2
+    out[:, 0::2] = segments[:, 0::2] - lean * (ys - mean)
+    return out
 
 
 def canvas_segments(strokes: Strokes) -> np.ndarray:

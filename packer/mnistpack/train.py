@@ -58,10 +58,12 @@ class TrainConfig:
     player_copies: int = 2
     warp_copies: int = 1
     # The "not sure" rule is chosen on held-out player redraws (mnistpack.calibrate): at most
-    # this share of sure answers wrong, "not sure" on at most this share of drawings. Kept
-    # stricter than the 1% and 10%, since the held-out digits are training-set digits.
+    # this share of sure answers wrong (half the 1% the player-drawn target allows), unless
+    # that would make "not sure" fire on more than this share of the redraws (the target's
+    # 10%; the held-out redraws come in training's wider range of styles, so on the benchmark
+    # it fires less).
     max_wrong_among_sure: float = 0.005
-    max_not_sure: float = 0.08
+    max_not_sure: float = 0.10
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
