@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,20 @@ def test_a_slant_is_taken_out() -> None:
 def test_an_extreme_slant_is_corrected_only_up_to_max_slant() -> None:
     line = [[(2.0, 14.0), (26.0, 16.0)]]  # nearly flat: its "slant" is 12
     assert S.slant(S.canvas_segments(line)) == S.MAX_SLANT
+
+
+def test_runtime_reads_drawings_as_the_client_does(tiny_model: Path, tmp_path: Path) -> None:
+    from mnistpack.build import build
+    from mnistpack.luau_runtime import LuauRuntime
+
+    report = build(model=tiny_model, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
+    runtime = LuauRuntime({str(p.relative_to(tmp_path)): p.read_text(encoding="utf-8") for p in report.files})
+    rng = np.random.default_rng(3)
+    drawings = [digit_like(rng) for _ in range(30)] + [ODD["empty"], ODD["NaN"]]
+    done: list[int] = []
+    via_strokes = runtime.predict_strokes(drawings, progress=done.append)
+    via_inputs = runtime.predict_inputs(np.array([from_strokes(d) for d in drawings]))
+    assert done == [len(drawings)]
+    assert np.array_equal(via_strokes.digits, via_inputs.digits)
+    assert np.abs(via_strokes.probabilities - via_inputs.probabilities).max() < 1e-9
+    assert runtime.sure_threshold is None  # the tiny model was never calibrated

@@ -227,17 +227,12 @@ class LuauRuntime:
             raise ValueError(
                 f"predict wants uint8 [N, {self.inputs}] pixels, got {pixels.dtype} {pixels.shape}."
             )
-        chunks = []
-        for start in range(0, len(pixels), BATCH_IMAGES):
-            batch = np.ascontiguousarray(pixels[start : start + BATCH_IMAGES])
-            try:
-                raw = self._predict_batch(self.host.lua.create_string(batch.tobytes()), len(batch))[0]
-            except RuntimeError as exc:
-                raise LuauRuntimeError(f"The Luau model failed: {_first_line(exc)}.") from exc
-            chunks.append(raw.as_bytes())
-            if progress is not None:
-                progress(start + len(batch))
-        return self._records(chunks)
+        return self._batched(
+            self._predict_batch,
+            len(pixels),
+            lambda a, b: np.ascontiguousarray(pixels[a:b]).tobytes(),
+            progress,
+        )
 
     def predict_inputs(
         self, inputs: np.ndarray, progress: Callable[[int], None] | None = None
@@ -247,17 +242,12 @@ class LuauRuntime:
             raise ValueError(f"predict_inputs wants [N, {self.inputs}] inputs, got shape {inputs.shape}.")
         if self._predict_floats is None:
             self._predict_floats = self.host.run(_PREDICT_FLOATS_CHUNK, self.model, self.outputs)[0]
-        chunks = []
-        for start in range(0, len(inputs), BATCH_IMAGES):
-            batch = np.ascontiguousarray(inputs[start : start + BATCH_IMAGES], dtype="<f8")
-            try:
-                raw = self._predict_floats(self.host.lua.create_string(batch.tobytes()), len(batch))[0]
-            except RuntimeError as exc:
-                raise LuauRuntimeError(f"The Luau model failed: {_first_line(exc)}.") from exc
-            chunks.append(raw.as_bytes())
-            if progress is not None:
-                progress(start + len(batch))
-        return self._records(chunks)
+        return self._batched(
+            self._predict_floats,
+            len(inputs),
+            lambda a, b: np.ascontiguousarray(inputs[a:b], dtype="<f8").tobytes(),
+            progress,
+        )
 
     def predict_strokes(
         self, drawings: Sequence[Strokes], progress: Callable[[int], None] | None = None
@@ -265,18 +255,28 @@ class LuauRuntime:
         """Predict every drawing the way the client does: `Preprocessing.fromStrokes`, then Model."""
         if self._predict_strokes is None:
             self._predict_strokes = self.host.run(_PREDICT_STROKES_CHUNK, self.model, self.outputs)[0]
+        return self._batched(
+            self._predict_strokes, len(drawings), lambda a, b: encode_drawings(drawings[a:b]), progress
+        )
+
+    def _batched(
+        self,
+        run: Any,
+        count: int,
+        encode: Callable[[int, int], bytes],
+        progress: Callable[[int], None] | None,
+    ) -> LuauPredictions:
+        """`run` (a Luau batch function) over inputs [0, count), BATCH_IMAGES at a time."""
         chunks = []
-        for start in range(0, len(drawings), BATCH_IMAGES):
-            batch = drawings[start : start + BATCH_IMAGES]
+        for start in range(0, count, BATCH_IMAGES):
+            stop = min(start + BATCH_IMAGES, count)
             try:
-                raw = self._predict_strokes(self.host.lua.create_string(encode_drawings(batch)), len(batch))[
-                    0
-                ]
+                raw = run(self.host.lua.create_string(encode(start, stop)), stop - start)[0]
             except RuntimeError as exc:
-                raise LuauRuntimeError(f"The Luau client path failed: {_first_line(exc)}.") from exc
+                raise LuauRuntimeError(f"The Luau model failed: {_first_line(exc)}.") from exc
             chunks.append(raw.as_bytes())
             if progress is not None:
-                progress(start + len(batch))
+                progress(stop)
         return self._records(chunks)
 
     def _records(self, chunks: list[bytes]) -> LuauPredictions:
