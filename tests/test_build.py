@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -276,3 +277,30 @@ def test_a_model_too_large_for_a_module_is_refused_before_packing(
     ):
         build(model=random_model, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_build_ships_the_calibration_of_the_models_note(
+    random_model: Path, tmp_path: Path, no_test_data: None
+) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(random_model.read_bytes())
+    note = model.with_suffix(".json")
+    note.write_text(json.dumps({"calibration": {"temperature": 1.75, "sure_threshold": 0.9}}))
+    build(model=model, precision="int8", out_dir=tmp_path / "out", compression="zstd", data_dir=None)
+    container = decode(tmp_path / "out" / "MnistWeights.luau")
+    # header floats are float32 (FORMAT.md section 3)
+    assert container.meta["calibration"] == {"temperature": 1.75, "sure_threshold": float(np.float32(0.9))}
+    assert dequantize_stack(container).temperature == 1.75
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"temperature": -1, "sure_threshold": 0.9}, {"temperature": 2.0}, "hot"],
+    ids=["negative", "missing", "not-a-map"],
+)
+def test_a_broken_calibration_note_is_a_sentence(random_model: Path, tmp_path: Path, entry: object) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(random_model.read_bytes())
+    model.with_suffix(".json").write_text(json.dumps({"calibration": entry}))
+    with pytest.raises(ModelError, match=r"m.json holds no usable calibration"):
+        build(model=model, precision="int8", out_dir=tmp_path / "out", compression="zstd", data_dir=None)

@@ -36,7 +36,9 @@ def test_train_end_to_end(mnist_dir: Path, tmp_path: Path) -> None:
     args = ["train", "--data", str(mnist_dir), "--limit", "1000", "--epochs", "2", "--hidden", "8"]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "training 784-8-10 on 900 images, validating on 100" in result.stdout
+    # 900 digits and 3 augmented copies of each; 100 held out, and a player redraw of each
+    assert "training 784-8-10 on 3600 images, validating on 200" in result.stdout
+    assert "calibrated: temperature" in result.stdout
     assert "epoch  1/2" in result.stdout and "epoch  2/2" in result.stdout
     assert "test accuracy" in result.stdout and f"saved {out}" in result.stdout
     # Trained with Dropout, saved without: the file is a plain Dense stack.
@@ -56,9 +58,13 @@ def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> Non
     result = runner.invoke(app, ["train", "--hidden", "64", "--epochs", "7", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert seen["out"] == Path("models/mnist64.keras")
-    assert seen["data"] is None
+    assert seen["data"] is None and seen["cache"] is None
     config = seen["config"]
     assert (config.hidden, config.max_epochs, config.seed, config.limit) == (64, 7, 3, None)
+    assert (config.player_copies, config.warp_copies) == (2, 1)
+    args = ["train", "--player-copies", "0", "--warp-copies", "3", "--cache", "cache"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert (seen["config"].player_copies, seen["config"].warp_copies, seen["cache"]) == (0, 3, Path("cache"))
 
 
 def test_missing_data_folder_is_one_line(tmp_path: Path) -> None:

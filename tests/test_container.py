@@ -271,6 +271,31 @@ HEADER_RULES: list[tuple[str, Mutation, type[FormatError], str]] = [
     ("range ints", _set("meta.input.range", [0, 1]), HeaderError, "two floats"),
     ("no pruning", _set("meta.pruning", KeyError), HeaderError, "no 'pruning'"),
     ("accuracy", _set("meta.accuracy", {"correct": 3, "total": 2}), HeaderError, "correct <= total"),
+    (
+        "zero temperature",
+        _set("meta.calibration", {"temperature": 0.0, "sure_threshold": 0.5}),
+        HeaderError,
+        "temperature must be a finite float > 0",
+    ),
+    (
+        "infinite temperature",
+        _set("meta.calibration", {"temperature": float("inf"), "sure_threshold": 0.5}),
+        HeaderError,
+        "temperature must be a finite float > 0",
+    ),
+    (
+        "sure threshold 1",
+        _set("meta.calibration", {"temperature": 1.5, "sure_threshold": 1.0}),
+        HeaderError,
+        "sure_threshold must be between 0 and 1",
+    ),
+    (
+        "integer temperature",
+        _set("meta.calibration", {"temperature": 2, "sure_threshold": 0.5}),
+        HeaderError,
+        "'temperature' must be float",
+    ),
+    ("calibration list", _set("meta.calibration", [1.0, 0.5]), HeaderError, "'calibration' must be dict"),
     ("no meta", _set("meta", KeyError), HeaderError, "no 'meta'"),
     (
         "offset gap",

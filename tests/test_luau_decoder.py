@@ -531,6 +531,22 @@ def test_inconsistent_offsets_lengths_and_shapes_are_refused(
         ),
         (lambda h: h["meta"].pop("pruning"), "header", "meta.pruning to be a map, found nothing"),
         (lambda h: h["meta"].update(accuracy={"correct": 5, "total": 4}), "header", "meta.accuracy.correct"),
+        (
+            lambda h: h["meta"].update(calibration={"temperature": -1.0, "sure_threshold": 0.5}),
+            "header",
+            "meta.calibration.temperature to be a finite float above 0",
+        ),
+        (
+            lambda h: h["meta"].update(calibration={"temperature": 1.0, "sure_threshold": 0.0}),
+            "header",
+            "meta.calibration.sure_threshold to be a float between 0 and 1",
+        ),
+        (
+            lambda h: h["meta"].update(calibration={"temperature": 1.0}),
+            "header",
+            "meta.calibration.sure_threshold to be a float",
+        ),
+        (lambda h: h["meta"].update(calibration="hot"), "header", "meta.calibration to be a map"),
         (lambda h: h.update(tensors=[]), "header", "expected tensors to be an array of 1 to 256 entries"),
         (lambda h: h.update(meta=[1]), "header", "expected meta to be a map, found an array of 1"),
     ],

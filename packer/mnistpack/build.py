@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -11,8 +12,17 @@ from typing import Any, Final
 import numpy as np
 
 from mnistpack import __version__, assets
+from mnistpack.calibrate import Calibration
 from mnistpack.compression import compress, decompress
-from mnistpack.constants import COMPRESSIONS, FORMAT_VERSION, MAX_DECODED_VALUES, PRECISIONS
+from mnistpack.constants import (
+    CALIBRATION_SURE_THRESHOLD,
+    CALIBRATION_TEMPERATURE,
+    COMPRESSIONS,
+    FORMAT_VERSION,
+    MAX_DECODED_VALUES,
+    META_CALIBRATION,
+    PRECISIONS,
+)
 from mnistpack.container import Container, LayerSpec, pack, unpack
 from mnistpack.data import IMAGE_SIDE, PixelCounts, bundled_pixel_counts, load_test_set
 from mnistpack.errors import ContainerError, ModelError, OptionError
@@ -22,6 +32,7 @@ from mnistpack.outputs import write_files
 from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD, dead_inputs, prune_inputs
 from mnistpack.quantize import dequantize, quantize
 from mnistpack.roblox import roblox_files
+from mnistpack.train import sidecar_path
 
 BIAS_PRECISION: Final = "float32"  # biases are tiny; FORMAT.md section 4 keeps them exact
 TEXT_EXPORT_VALUES_PER_LINE: Final = 100
@@ -90,7 +101,19 @@ def build(
             "time and memory."
         )
     counts = bundled_pixel_counts()
-    container = quantize_stack(stack, precision, prune_threshold=DEFAULT_PRUNE_THRESHOLD, pixel_counts=counts)
+    calibration = read_calibration(model)
+    container = quantize_stack(
+        stack,
+        precision,
+        prune_threshold=DEFAULT_PRUNE_THRESHOLD,
+        pixel_counts=counts,
+        calibration=calibration,
+    )
+    if calibration is not None:
+        say(
+            f"calibration from {sidecar_path(model)}: temperature {calibration.temperature:.3f}, "
+            f"sure from {calibration.sure_threshold:.3f}"
+        )
     zeroed = container.meta["pruning"]["inputs_zeroed"]
     say(f"pruned {zeroed} input pixels lit in < {DEFAULT_PRUNE_THRESHOLD:.1%} of training images")
     say(f"quantized to {precision}")
@@ -130,10 +153,33 @@ def build(
     )
 
 
+def read_calibration(model: Path) -> Calibration | None:
+    """The calibration `mnistpack train` wrote into the model's note (`<model>.json`), if any."""
+    note = sidecar_path(model)
+    if not note.is_file():
+        return None
+    try:
+        entry = json.loads(note.read_text(encoding="utf-8")).get(META_CALIBRATION)
+        if entry is None:
+            return None
+        return Calibration(
+            temperature=float(entry[CALIBRATION_TEMPERATURE]),
+            sure_threshold=float(entry[CALIBRATION_SURE_THRESHOLD]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{note} holds no usable calibration ({exc}); retrain, or delete the file.") from exc
+
+
 def quantize_stack(
-    stack: DenseStack, precision: str, *, prune_threshold: float, pixel_counts: PixelCounts
+    stack: DenseStack,
+    precision: str,
+    *,
+    prune_threshold: float,
+    pixel_counts: PixelCounts,
+    calibration: Calibration | None = None,
 ) -> Container:
-    """The container for `stack`: first-layer inputs pruned, weights at `precision`, biases float32."""
+    """The container for `stack`: first-layer inputs pruned, weights at `precision`, biases
+    float32, and the calibration (if any) in meta."""
     dead = dead_inputs(pixel_counts, prune_threshold)
     tensors = []
     layers = []
@@ -150,6 +196,8 @@ def quantize_stack(
         "packer_version": __version__,
         "pruning": {"threshold": float(prune_threshold), "inputs_zeroed": int(dead.sum())},
     }
+    if calibration is not None:
+        meta[META_CALIBRATION] = calibration.as_meta()
     return Container(tuple(tensors), tuple(layers), meta)
 
 
@@ -162,6 +210,7 @@ def dequantize_stack(container: Container) -> DenseStack:
             for s in container.layers
         ],
         source_sha256=str(container.meta.get("source_sha256", "")),
+        temperature=float(container.meta.get(META_CALIBRATION, {}).get(CALIBRATION_TEMPERATURE, 1.0)),
     )
 
 

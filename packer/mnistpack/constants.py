@@ -43,4 +43,10 @@ INT8_MAX: Final = 127
 MAX_SOURCE_CHARS: Final = 199_999
 BASE64_LINE_CHARS: Final = 960
 
+# meta.calibration (FORMAT.md section 3.3), optional: the final softmax's temperature and the
+# top probability below which an answer is shown as "not sure"
+META_CALIBRATION: Final = "calibration"
+CALIBRATION_TEMPERATURE: Final = "temperature"
+CALIBRATION_SURE_THRESHOLD: Final = "sure_threshold"
+
 ERROR_STAGES: Final = ("module", "base64", "zstd", "container", "crc", "msgpack", "header", "shape")

@@ -15,6 +15,8 @@ import numpy as np
 
 from mnistpack.constants import (
     ACTIVATIONS,
+    CALIBRATION_SURE_THRESHOLD,
+    CALIBRATION_TEMPERATURE,
     INT4_BLOCK_SIZE,
     INT8_SCALE_ZERO_BITS,
     LAYER_KINDS,
@@ -27,6 +29,7 @@ from mnistpack.constants import (
     MAX_NAME_BYTES,
     MAX_TENSOR_ELEMENTS,
     MAX_TENSORS,
+    META_CALIBRATION,
     PRECISIONS,
 )
 from mnistpack.errors import HeaderError, MsgPackError, ShapeError
@@ -280,6 +283,8 @@ def _check_meta(meta: dict[str, Any]) -> int:
         total = _get(accuracy, "total", int, "meta.accuracy")
         if not 0 <= correct <= total:
             raise HeaderError(f"meta.accuracy must have 0 <= correct <= total, found {correct} of {total}.")
+    if META_CALIBRATION in meta:
+        check_calibration(_get(meta, META_CALIBRATION, dict, where))
     size = capped_product(shape, MAX_DIM)
     if size > MAX_DIM:
         raise ShapeError(f"meta.input.shape describes more than {MAX_DIM} inputs, more than a layer takes.")
@@ -303,6 +308,19 @@ def _short(values: list[Any], shown: int = 8) -> str:
     if len(values) <= shown:
         return repr(values)
     return f"[{', '.join(map(repr, values[:shown]))}, ... ({len(values) - shown:,} more)]"
+
+
+def check_calibration(calibration: Mapping[str, Any]) -> None:
+    """meta.calibration: a finite temperature > 0 and a sure threshold strictly between 0 and 1."""
+    where = f"meta.{META_CALIBRATION}"
+    temperature = _get(calibration, CALIBRATION_TEMPERATURE, float, where)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise HeaderError(
+            f"{where}.{CALIBRATION_TEMPERATURE} must be a finite float > 0, found {temperature}."
+        )
+    threshold = _get(calibration, CALIBRATION_SURE_THRESHOLD, float, where)
+    if not 0 < threshold < 1:
+        raise HeaderError(f"{where}.{CALIBRATION_SURE_THRESHOLD} must be between 0 and 1, found {threshold}.")
 
 
 def _check_layers(

@@ -76,6 +76,8 @@ class DenseLayer:
 class DenseStack:
     layers: tuple[DenseLayer, ...]
     source_sha256: str  # sha256 hex of the model file bytes
+    # meta.calibration's temperature: a final softmax takes logits / temperature
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.layers) <= MAX_LAYERS:
@@ -104,13 +106,20 @@ class DenseStack:
         x = np.asarray(images, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"predict wants [N, {self.input_size}] images, got shape {x.shape}.")
-        for layer in self.layers:
-            x = _ACTIVATION_FUNCTIONS[layer.activation](x @ layer.weight.T + layer.bias)
+        for index, layer in enumerate(self.layers):
+            z = x @ layer.weight.T + layer.bias
+            if index == len(self.layers) - 1 and layer.activation == "softmax" and self.temperature != 1:
+                x = _softmax(z, self.temperature)
+            else:
+                x = _ACTIVATION_FUNCTIONS[layer.activation](z)
         return x
 
 
 def dense_stack_from_arrays(
-    layers: Sequence[tuple[np.ndarray, np.ndarray, str]], *, source_sha256: str = "0" * 64
+    layers: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    *,
+    source_sha256: str = "0" * 64,
+    temperature: float = 1.0,
 ) -> DenseStack:
     """Build a checked DenseStack from (weight [out, in], bias [out], activation) triples."""
     built = []
@@ -123,7 +132,7 @@ def dense_stack_from_arrays(
                 name=f"dense_{index}",
             )
         )
-    return DenseStack(layers=tuple(built), source_sha256=source_sha256)
+    return DenseStack(layers=tuple(built), source_sha256=source_sha256, temperature=temperature)
 
 
 def load_dense_stack(path: Path) -> DenseStack:
@@ -212,8 +221,8 @@ def _frozen_float32(array: np.ndarray) -> np.ndarray:
     return out
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    shifted: np.ndarray = np.exp(x - x.max(axis=-1, keepdims=True))
+def _softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    shifted: np.ndarray = np.exp((x - x.max(axis=-1, keepdims=True)) / np.float32(temperature))
     probabilities: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
     return probabilities
 
