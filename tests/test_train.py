@@ -128,7 +128,7 @@ def test_augmented_training_is_calibrated_and_the_build_ships_the_calibration(
     from mnistpack.build import build
     from mnistpack.compression import decompress
     from mnistpack.container import unpack
-    from mnistpack.luau_emit import read_module
+    from mnistpack.module_reader import read_module
 
     config = TrainConfig(
         hidden=16, max_epochs=2, batch_size=32, learning_rate=1e-2, dropout=0.0, limit=300, warp_copies=1
