@@ -32,9 +32,9 @@ import numpy as np
 from mnistpack.build import build, shipped_model, text_export
 from mnistpack.constants import PRECISIONS
 from mnistpack.data import load_test_set, resolve_data_dir
+from mnistpack.keras_model import load_network
 from mnistpack.luau_host import LuauHost, pluau
 from mnistpack.luau_runtime import instance_paths, to_pixels
-from mnistpack.model import load_dense_stack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench.json"
@@ -307,7 +307,7 @@ def run(model: Path, data_dir: Path | None, digits: int, repeat: int) -> dict[st
         raise SystemExit("the benchmark needs MNIST test digits: pass --data DIR or set MNISTPACK_DATA")
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()[0]
-    stack = load_dense_stack(model)
+    stack = load_network(model)
     bench = Bench(test_set[0], digits)
     text = measure_text_export(bench, text_export(stack), repeat)
     rows = []

@@ -13,7 +13,7 @@ import pytest
 from mnistpack import __version__, train
 from mnistpack.cli import EXIT_ERROR, EXIT_INTERRUPTED, app
 from mnistpack.data import TEST_IMAGES, pixel_counts_from_json
-from mnistpack.model import load_dense_stack
+from mnistpack.keras_model import load_network
 from typer.testing import CliRunner
 
 from tests.test_data import write_idx_dir
@@ -39,7 +39,7 @@ def test_train_end_to_end(mnist_dir: Path, tmp_path: Path) -> None:
     assert "epoch  1/2" in result.stdout and "epoch  2/2" in result.stdout
     assert "test accuracy" in result.stdout and f"saved {out}" in result.stdout
     # Trained with Dropout, saved without: the file is a plain Dense stack.
-    stack = load_dense_stack(out)
+    stack = load_network(out)
     assert [layer.weight.shape for layer in stack.layers] == [(8, 784), (10, 8)]
     note = json.loads(out.with_suffix(".json").read_text())
     assert note["model_sha256"] == stack.source_sha256

@@ -29,11 +29,13 @@ def single_source_length(blob_size: int) -> int:
     """Length the one-file module would have (emit_module's own choice is under test)."""
     text = base64.b64encode(bytes(blob_size)).decode()
     lines = -(-len(text) // BASE64_LINE_CHARS)
-    return len(emit_module(b"", "zstd", comment_lines=["c"])["MnistWeights.luau"]) + len(text) + lines
+    return (
+        len(emit_module(b"", "zstd", version=1, comment_lines=["c"])["MnistWeights.luau"]) + len(text) + lines
+    )
 
 
 def test_small_module_text_is_exactly_format_md_section_5() -> None:
-    files = emit_module(b"\x00\x01\x02\xff", "none", comment_lines=["first line", "do not edit"])
+    files = emit_module(b"\x00\x01\x02\xff", "none", version=1, comment_lines=["first line", "do not edit"])
     assert files == {
         "MnistWeights.luau": "-- first line\n"
         "-- do not edit\n"
@@ -50,7 +52,7 @@ def test_small_module_text_is_exactly_format_md_section_5() -> None:
 
 def test_lines_are_960_characters() -> None:
     blob = os.urandom(5000)
-    (source,) = emit_module(blob, "zstd", comment_lines=[]).values()
+    (source,) = emit_module(blob, "zstd", version=1, comment_lines=[]).values()
     data = source.split("[[\n", 1)[1].split("]]", 1)[0]
     lines = data.split("\n")
     assert lines[-1] == ""  # every line, the last included, ends with a newline
@@ -64,16 +66,16 @@ def test_split_exactly_when_one_file_would_exceed_the_limit() -> None:
     while single_source_length(size + 1) <= MAX_SOURCE_CHARS:
         size += 1
     assert single_source_length(size) <= MAX_SOURCE_CHARS < single_source_length(size + 1)
-    just_fits = emit_module(bytes(size), "zstd", comment_lines=["c"])
+    just_fits = emit_module(bytes(size), "zstd", version=1, comment_lines=["c"])
     assert list(just_fits) == ["MnistWeights.luau"]
     assert len(just_fits["MnistWeights.luau"]) == single_source_length(size)
-    too_big = emit_module(bytes(size + 1), "zstd", comment_lines=["c"])
+    too_big = emit_module(bytes(size + 1), "zstd", version=1, comment_lines=["c"])
     assert list(too_big) == ["MnistWeights/init.luau", "MnistWeights/Part1.luau", "MnistWeights/Part2.luau"]
 
 
 def test_split_parts_hold_whole_lines_under_the_limit() -> None:
     blob = os.urandom(700_000)
-    files = emit_module(blob, "zstd", comment_lines=["c"])
+    files = emit_module(blob, "zstd", version=1, comment_lines=["c"])
     parts = [files[f"MnistWeights/Part{k}.luau"] for k in range(1, len(files))]
     assert len(parts) == 5
     for source in files.values():
@@ -88,7 +90,7 @@ def test_split_parts_hold_whole_lines_under_the_limit() -> None:
 @pytest.mark.parametrize("size", [10, 700_000])
 def test_luau_require_gives_the_table_without_decoding(tmp_path: Path, size: int) -> None:
     blob = os.urandom(size)
-    files = emit_module(blob, "zstd", comment_lines=["c"])
+    files = emit_module(blob, "zstd", version=1, comment_lines=["c"])
     write_files(tmp_path, files)
     if "MnistWeights.luau" in files:
         host = LuauHost(extra={"MnistWeights": files["MnistWeights.luau"]})
@@ -104,7 +106,7 @@ def test_luau_require_gives_the_table_without_decoding(tmp_path: Path, size: int
 @pytest.mark.parametrize("size", [10, 700_000])
 def test_read_module_round_trips_file_folder_and_init(tmp_path: Path, size: int) -> None:
     blob = os.urandom(size)
-    files = emit_module(blob, "zstd", comment_lines=['format = "other" in a comment'])
+    files = emit_module(blob, "zstd", version=1, comment_lines=['format = "other" in a comment'])
     write_files(tmp_path, files)
     paths = [tmp_path / "MnistWeights.luau"] if size == 10 else [tmp_path / "MnistWeights"]
     paths += [tmp_path / "MnistWeights" / "init.luau"] if size != 10 else []
@@ -113,7 +115,7 @@ def test_read_module_round_trips_file_folder_and_init(tmp_path: Path, size: int)
 
 
 def test_read_module_tolerates_windows_line_endings(tmp_path: Path) -> None:
-    (source,) = emit_module(b"hello world", "none", comment_lines=["c"]).values()
+    (source,) = emit_module(b"hello world", "none", version=1, comment_lines=["c"]).values()
     path = tmp_path / "MnistWeights.luau"
     path.write_bytes(source.replace("\n", "\r\n").encode())
     assert read_module(path) == ("none", b"hello world")
@@ -126,7 +128,7 @@ def _module(tmp_path: Path, text: str, name: str = "M.luau") -> Path:
 
 
 def test_read_module_errors_name_the_problem(tmp_path: Path) -> None:
-    (good,) = emit_module(b"some bytes!", "zstd", comment_lines=["c"]).values()
+    (good,) = emit_module(b"some bytes!", "zstd", version=1, comment_lines=["c"]).values()
     cases = [
         ("return { answer = 42 }\n", 'has no format = "..." field'),
         (
@@ -134,8 +136,12 @@ def test_read_module_errors_name_the_problem(tmp_path: Path) -> None:
             r"not an mnistpack weights module \(format = 'othertool'\)",
         ),
         (
-            good.replace("version = 1", "version = 2"),
-            "made for format version 2; this mnistpack reads version 1",
+            good.replace("version = 1", "version = 3"),
+            "made for format version 3; this mnistpack reads versions 1 to 2",
+        ),
+        (
+            good.replace("version = 1", "version = 0"),
+            "made for format version 0; this mnistpack reads versions 1 to 2",
         ),
         (good.replace('"zstd"', '"lz4"'), "compression must be one of zstd, none, found 'lz4'"),
         (good[: len(good) - 12], r"\[\[...\]\] data string is not closed; the file is cut short"),
@@ -152,14 +158,14 @@ def test_read_module_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_a_missing_part_is_named(tmp_path: Path) -> None:
-    write_files(tmp_path, emit_module(os.urandom(300_000), "zstd", comment_lines=["c"]))
+    write_files(tmp_path, emit_module(os.urandom(300_000), "zstd", version=1, comment_lines=["c"]))
     (tmp_path / "MnistWeights" / "Part2.luau").unlink()
     with pytest.raises(ModuleFormatError, match=r"Part2\.luau does not exist"):
         read_module(tmp_path / "MnistWeights")
 
 
 def test_base64_errors(tmp_path: Path) -> None:
-    (good,) = emit_module(b"some bytes!!", "zstd", comment_lines=["c"]).values()
+    (good,) = emit_module(b"some bytes!!", "zstd", version=1, comment_lines=["c"]).values()
     with pytest.raises(Base64Error, match=r"^base64: .*character '\*' at position 3"):
         read_module(_module(tmp_path, good.replace("c29t", "c29*")))
     with pytest.raises(Base64Error, match="^base64: "):
@@ -174,4 +180,4 @@ def test_base64_errors(tmp_path: Path) -> None:
 def test_comment_lines_must_be_single_ascii_lines() -> None:
     for bad in ("two\nlines", "caf\u00e9"):
         with pytest.raises(ValueError, match="one ASCII line"):
-            emit_module(b"x", "none", comment_lines=[bad])
+            emit_module(b"x", "none", version=1, comment_lines=[bad])

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnistpack.build import dequantize_stack, quantize_stack
+from mnistpack.build import dequantize_network, quantize_network
 from mnistpack.compression import compress
 from mnistpack.constants import PRECISIONS
 from mnistpack.container import pack
 from mnistpack.data import DATA_ENV_VAR, INPUT_SIZE, PixelCounts, load_test_set
+from mnistpack.keras_model import load_network
 from mnistpack.luau_emit import emit_module
 from mnistpack.luau_runtime import LuauRuntime, to_pixels
-from mnistpack.model import DenseStack, dense_stack_from_arrays, load_dense_stack
+from mnistpack.model import Network, dense_stack_from_arrays
 
 from tests.luau_host import LuauHost
 
@@ -254,10 +255,12 @@ def test_model_runs_what_the_decoder_returns(host: LuauHost) -> None:
     stack = dense_stack_from_arrays(layers)
     images = sparse_images(200, INPUT_SIZE).astype(np.float32)
     for precision in PRECISIONS:
-        container = quantize_stack(stack, precision, prune_threshold=0.0, pixel_counts=NO_PRUNING)
-        files = emit_module(compress(pack(container), "zstd"), "zstd", comment_lines=["test"])
+        container = quantize_network(stack, precision, prune_threshold=0.0, pixel_counts=NO_PRUNING)
+        files = emit_module(
+            compress(pack(container), "zstd"), "zstd", version=container.version(), comment_lines=["test"]
+        )
         luau = LuauRuntime(files).predict(to_pixels(images))
-        expected = dequantize_stack(container).predict(to_pixels(images).astype(np.float32) / 255)
+        expected = dequantize_network(container).predict(to_pixels(images).astype(np.float32) / 255)
         assert (luau.digits == expected.argmax(axis=1)).all(), precision
         np.testing.assert_allclose(luau.probabilities, expected, rtol=0, atol=1e-5)
 
@@ -281,25 +284,27 @@ def test_set() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> DenseStack:
+def shipped() -> Network:
     if not SHIPPED_MODEL.is_file():
         pytest.skip(f"{SHIPPED_MODEL} is not in this checkout")
-    return load_dense_stack(SHIPPED_MODEL)
+    return load_network(SHIPPED_MODEL)
 
 
-def luau_and_python(stack: DenseStack, precision: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def luau_and_python(stack: Network, precision: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities from Luau and from the Python dequantized model, for the same module."""
-    container = quantize_stack(stack, precision, prune_threshold=0.0, pixel_counts=NO_PRUNING)
-    files = emit_module(compress(pack(container), "zstd"), "zstd", comment_lines=["test"])
+    container = quantize_network(stack, precision, prune_threshold=0.0, pixel_counts=NO_PRUNING)
+    files = emit_module(
+        compress(pack(container), "zstd"), "zstd", version=container.version(), comment_lines=["test"]
+    )
     pixels = to_pixels(images)
     luau = LuauRuntime(files).predict(pixels).probabilities
-    return luau, dequantize_stack(container).predict(pixels.astype(np.float32) / 255)
+    return luau, dequantize_network(container).predict(pixels.astype(np.float32) / 255)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_luau_agrees_with_python_on_every_test_digit(
-    shipped: DenseStack, test_set: tuple[np.ndarray, np.ndarray], precision: str
+    shipped: Network, test_set: tuple[np.ndarray, np.ndarray], precision: str
 ) -> None:
     images, _ = test_set
     luau, python = luau_and_python(shipped, precision, images)
@@ -343,7 +348,7 @@ def test_deeper_trained_stack_predicts_the_same_in_luau(tmp_path: Path) -> None:
     model.fit(images, labels, batch_size=32, epochs=3, verbose=0)  # about 280 steps
     path = tmp_path / "deep.keras"
     model.save(path)
-    stack = load_dense_stack(path)
+    stack = load_network(path)
     assert [layer.weight.shape for layer in stack.layers] == [(64, INPUT_SIZE), (32, 64), (10, 32)]
     sample = images[rng.permutation(len(images))[:1000]]
     for precision in ("float32", "int8"):

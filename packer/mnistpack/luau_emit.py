@@ -15,6 +15,7 @@ from mnistpack.constants import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MAX_SOURCE_CHARS,
+    MIN_FORMAT_VERSION,
 )
 from mnistpack.errors import Base64Error, ModuleFormatError
 
@@ -31,19 +32,27 @@ def module_path(files: Mapping[str, str]) -> str:
     return single if single in files else MODULE_NAME
 
 
-def emit_module(blob: bytes, compression: str, *, comment_lines: Sequence[str]) -> dict[str, str]:
-    """Relative path -> source: one `MnistWeights.luau`, or a split `MnistWeights/` folder."""
+def emit_module(
+    blob: bytes, compression: str, *, version: int, comment_lines: Sequence[str]
+) -> dict[str, str]:
+    """Relative path -> source: one `MnistWeights.luau`, or a split `MnistWeights/` folder.
+
+    `version` is the container's format version, which the module table repeats."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}.")
+    if not MIN_FORMAT_VERSION <= version <= FORMAT_VERSION:
+        raise ValueError(f"version must be {MIN_FORMAT_VERSION} to {FORMAT_VERSION}, not {version}.")
     comments = "".join(_comment(line) for line in comment_lines)
     lines = base64_lines(blob)
-    single = comments + _table(compression, "[[\n" + "".join(lines) + "]]")
+    single = comments + _table(compression, version, "[[\n" + "".join(lines) + "]]")
     if len(single) <= MAX_SOURCE_CHARS:
         return {f"{MODULE_NAME}.luau": single}
     parts = _split(lines)
     requires = "".join(f"\t\trequire(script.Part{k}),\n" for k in range(1, len(parts) + 1))
     joined = "table.concat({\n" + requires + "\t})"
-    files = {f"{MODULE_NAME}/init.luau": comments + _comment(SPLIT_NOTE) + _table(compression, joined)}
+    files = {
+        f"{MODULE_NAME}/init.luau": comments + _comment(SPLIT_NOTE) + _table(compression, version, joined)
+    }
     for k, part in enumerate(parts, start=1):
         files[f"{MODULE_NAME}/Part{k}.luau"] = part
     return files
@@ -61,11 +70,11 @@ def _comment(line: str) -> str:
     return f"-- {line}\n"
 
 
-def _table(compression: str, data: str) -> str:
+def _table(compression: str, version: int, data: str) -> str:
     return (
         "return {\n"
         f'\tformat = "{FORMAT_NAME}",\n'
-        f"\tversion = {FORMAT_VERSION},\n"
+        f"\tversion = {version},\n"
         f'\tcompression = "{compression}",\n'
         f"\tdata = {data},\n"
         "}\n"
@@ -109,10 +118,11 @@ def read_module(path: Path) -> tuple[str, bytes]:
     version = re.search(_FIELD.format("version", r"(\d+)"), source)
     if version is None:
         raise ModuleFormatError(f"{path} has no version = <number> field.")
-    if int(version.group(1)) != FORMAT_VERSION:
+    number = int(version.group(1))
+    if not MIN_FORMAT_VERSION <= number <= FORMAT_VERSION:
         raise ModuleFormatError(
-            f"{path} was made for format version {version.group(1)}; this mnistpack reads version "
-            f"{FORMAT_VERSION}. Rebuild it, or update mnistpack."
+            f"{path} was made for format version {version.group(1)}; this mnistpack reads versions "
+            f"{MIN_FORMAT_VERSION} to {FORMAT_VERSION}. Rebuild it, or update mnistpack."
         )
     compression = _string_field(source, "compression", path)
     if compression not in COMPRESSIONS:

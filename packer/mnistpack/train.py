@@ -2,7 +2,7 @@
 
 The network trains with Dropout after the hidden layer; the saved model is the same
 weights in a plain Input-Dense-Dense stack (Dropout is the identity at inference),
-so `load_dense_stack` reads it and the file carries no optimizer state.
+so `keras_model.load_network` reads it and the file carries no optimizer state.
 """
 
 from __future__ import annotations
