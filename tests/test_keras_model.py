@@ -250,7 +250,7 @@ def test_bad_model_files(tmp_path: Path) -> None:
 # --- convolutional networks ----------------------------------------------------------------
 
 
-def _randomize_batch_norm(model: Any, seed: int) -> None:
+def randomize_batch_norm(model: Any, seed: int) -> None:
     """Kernels as `randomize`, and batch norm statistics far from Keras' identity start."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -299,7 +299,7 @@ def every_layer_cnn(keras: Any) -> Any:
 
 def test_batch_norm_is_folded_and_the_network_matches_keras(keras: Any, tmp_path: Path) -> None:
     model = every_layer_cnn(keras)
-    _randomize_batch_norm(model, 5)
+    randomize_batch_norm(model, 5)
     network = load_network(saved(model, tmp_path))
     assert [(layer.kind, getattr(layer, "activation", "")) for layer in network.layers] == [
         ("conv2d", "relu"),

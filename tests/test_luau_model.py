@@ -1,25 +1,31 @@
 """luau/Model.luau against the NumPy forward pass: edge cases on small stacks, every one of
-the 10,000 MNIST test digits for each precision of the shipped model, and a deeper stack
-trained here, packed, decoded in Luau and run by Model."""
+the 10,000 MNIST test digits for each precision of the shipped model, a deeper stack
+trained here, and convolutional networks (random small ones, one with every layer kind
+Keras gives, checked against Keras too), packed, decoded in Luau and run by Model."""
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mnistpack.build import dequantize_network, quantize_network
 from mnistpack.compression import compress
-from mnistpack.constants import PRECISIONS
-from mnistpack.container import pack
+from mnistpack.constants import PADDINGS, PRECISIONS
+from mnistpack.container import LayerSpec, pack, unpack
 from mnistpack.data import DATA_ENV_VAR, INPUT_SIZE, PixelCounts, load_test_set
 from mnistpack.keras_model import load_network
 from mnistpack.luau_emit import emit_module
-from mnistpack.luau_runtime import LuauRuntime, to_pixels
+from mnistpack.luau_runtime import LuauRuntime, instance_paths, to_pixels
 from mnistpack.model import Network, dense_stack_from_arrays
+from mnistpack.shapes import Geometry, Shape, output_shape, span
 
+from tests.luau_decode_helpers import decode, module_table, pack_layer_specs
 from tests.luau_host import LuauHost
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,3 +361,189 @@ def test_deeper_trained_stack_predicts_the_same_in_luau(tmp_path: Path) -> None:
         luau, python = luau_and_python(stack, precision, sample)
         assert (luau.argmax(axis=1) == python.argmax(axis=1)).all(), precision
         np.testing.assert_allclose(luau, python, rtol=0, atol=FLOAT32_PROBABILITY_TOLERANCE)
+
+
+# --- convolutional networks ----------------------------------------------------------------
+
+# float32 NumPy against double Luau on the same dequantized weights: rounding noise only
+CNN_TOLERANCE = 1e-5
+
+
+def run_container(container: bytes, version: int, pixels: np.ndarray) -> np.ndarray:
+    """Decode a container in the Luau VM and run Model on uint8 `pixels`: the probabilities."""
+    files = emit_module(compress(container, "zstd"), "zstd", version=version, comment_lines=["test"])
+    return LuauRuntime(files).predict(pixels).probabilities
+
+
+def python_outputs(container: bytes, pixels: np.ndarray) -> np.ndarray:
+    return dequantize_network(unpack(container)).predict(pixels.astype(np.float32) / 255)
+
+
+def sparse_pixels(count: int, size: int, seed: int) -> np.ndarray:
+    """uint8 images like drawings: about half the values 0."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (count, size), dtype=np.uint8)
+    pixels[rng.random((count, size)) < 0.5] = 0
+    return pixels
+
+
+Arrays = list[tuple[np.ndarray, np.ndarray]]
+ConvStack = tuple[Arrays, list[LayerSpec], list[int], int]
+
+
+@st.composite
+def conv_stacks(
+    draw: st.DrawFn,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[LayerSpec], list[int], int]:
+    """A random small convolutional network that fits together: 1 to 3 windowed layers on a
+    small image, a global average or a flatten, then a dense layer."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape: Shape = (draw(st.integers(3, 9)), draw(st.integers(3, 9)), draw(st.integers(1, 3)))
+    input_shape = list(shape)
+    arrays: Arrays = []
+    layers: list[LayerSpec] = []
+    for index in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["conv2d", "conv2d", "maxpool2d", "avgpool2d"]))
+        window = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        padding = draw(st.sampled_from(PADDINGS))
+        if (
+            span(shape[0], window[0], strides[0], padding) is None
+            or span(shape[1], window[1], 1, padding) is None
+        ):
+            padding = "same"  # a valid window that does not fit: same padding always does
+        if kind == "conv2d":
+            out = draw(st.integers(1, 4))
+            kernel = rng.normal(0, 0.6, (out, *window, shape[2])).astype(np.float32)
+            arrays.append((kernel, rng.normal(0, 0.3, out).astype(np.float32)))
+            activation = draw(st.sampled_from(["relu", "relu", "linear", "tanh", "sigmoid"]))
+            name = f"c{index}"
+            spec = LayerSpec(kind, activation, f"{name}.w", f"{name}.b", strides=strides, padding=padding)
+            geometry = Geometry(kind, kernel.shape, strides=strides, padding=padding)
+        else:
+            spec = LayerSpec(kind, pool_size=window, strides=strides, padding=padding)
+            geometry = Geometry(kind, (), window, strides, padding)
+        shape = output_shape(geometry, shape, first=index == 0, where="test")
+        layers.append(spec)
+    tail = draw(st.sampled_from(["global_avgpool2d", "flatten"]))
+    layers.append(LayerSpec(tail))
+    width = shape[2] if tail == "global_avgpool2d" else int(np.prod(shape))
+    classes = draw(st.integers(2, 4))
+    arrays.append(
+        (
+            rng.normal(0, 0.6, (classes, width)).astype(np.float32),
+            rng.normal(0, 0.3, classes).astype(np.float32),
+        )
+    )
+    layers.append(LayerSpec("dense", draw(st.sampled_from(["softmax", "linear"])), "d.w", "d.b"))
+    return arrays, layers, input_shape, classes
+
+
+@settings(max_examples=30, deadline=None)
+@given(stack=conv_stacks(), precision=st.sampled_from(PRECISIONS), seed=st.integers(0, 1000))
+def test_random_conv_stacks_decode_and_run_alike_in_python_and_luau(
+    stack: tuple[list[tuple[np.ndarray, np.ndarray]], list[LayerSpec], list[int], int],
+    precision: str,
+    seed: int,
+) -> None:
+    arrays, layers, input_shape, classes = stack
+    packed = pack_layer_specs(arrays, layers, precision, input_shape, classes)
+    host = LuauHost()
+    # both decoders give the same values and shapes...
+    ok, flat, shapes, activations = decode(
+        host, module_table(host, base64.b64encode(packed.container), "none")
+    )
+    assert ok, flat
+    assert (flat, shapes, activations) == (packed.flat, packed.shapes, packed.activations)
+    # ...and Model computes what NumPy computes from them
+    pixels = sparse_pixels(12, int(np.prod(input_shape)), seed)
+    luau = run_container(packed.container, 2, pixels)
+    np.testing.assert_allclose(luau, python_outputs(packed.container, pixels), rtol=0, atol=CNN_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def every_layer_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras CNN with every layer kind Keras can give us, batch norm included, random weights."""
+    from mnistpack.model import import_keras
+
+    from tests.test_keras_model import every_layer_cnn, randomize_batch_norm
+
+    keras = import_keras()
+    model = every_layer_cnn(keras)
+    randomize_batch_norm(model, 11)
+    path = tmp_path_factory.mktemp("cnn") / "every_layer.keras"
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_layer_kind_in_luau_numpy_and_keras(every_layer_model: Path, precision: str) -> None:
+    from mnistpack.model import import_keras
+
+    network = load_network(every_layer_model)
+    container = quantize_network(network, precision, prune_threshold=0.0, pixel_counts=NO_PRUNING)
+    raw = pack(container)
+    pixels = sparse_pixels(100, INPUT_SIZE, 4)
+    luau = run_container(raw, container.version(), pixels)
+    # Luau runs exactly the weights Python dequantizes, at every precision
+    np.testing.assert_allclose(luau, python_outputs(raw, pixels), rtol=0, atol=CNN_TOLERANCE)
+    if precision == "float32":
+        # and the float32 weights are Keras' own network, batch norm folded
+        images = pixels.astype(np.float32).reshape(-1, 28, 28, 1) / 255
+        keras_outputs = import_keras().saving.load_model(every_layer_model).predict(images, verbose=0)
+        np.testing.assert_allclose(luau, keras_outputs, rtol=0, atol=CNN_TOLERANCE)
+
+
+@pytest.mark.parametrize("variant", ["cnn_float32", "cnn_int8"])
+def test_golden_cnn_runs_in_luau(variant: str) -> None:
+    raw = (ROOT / "tests" / "golden" / f"{variant}.mnpk").read_bytes()
+    pixels = sparse_pixels(50, 72, 5)
+    np.testing.assert_allclose(
+        run_container(raw, 2, pixels), python_outputs(raw, pixels), rtol=0, atol=CNN_TOLERANCE
+    )
+
+
+# Decodes a module, builds Model and returns a function making `count` predictions that
+# reports the VM's memory after each.
+ALLOCATION_CHUNK = r"""
+local Decoder = require(root.Decoder)
+local Model = require(root.Model)
+local model = Model.new(Decoder.decode(require(root.MnistWeights)))
+local pixels = table.create(model.inputs, 0)
+for i = 1, model.inputs, 7 do
+	pixels[i] = 0.5
+end
+model:predict(pixels)
+return function(count: number, memory: () -> number): { number }
+	local used = table.create(count + 1, 0)
+	collectgarbage("collect")
+	used[1] = memory()
+	for n = 1, count do
+		model:predict(pixels)
+		used[n + 1] = memory()
+	end
+	return used
+end, model.outputs
+"""
+PREDICTIONS = 300
+
+
+@pytest.mark.parametrize("network", ["cnn", "mlp"])
+def test_predict_allocates_only_the_probabilities_it_returns(network: str) -> None:
+    raw = (ROOT / "tests" / "golden" / "cnn_int8.mnpk").read_bytes()
+    version = 2
+    if network == "mlp":
+        stack = dense_stack_from_arrays(random_layers((INPUT_SIZE, 16, 10), ("relu", "softmax")))
+        container = quantize_network(stack, "int8", prune_threshold=0.0, pixel_counts=NO_PRUNING)
+        raw, version = pack(container), container.version()
+    files = emit_module(compress(raw, "zstd"), "zstd", version=version, comment_lines=["test"])
+    host = LuauHost(extra=instance_paths(files))
+    run, outputs = host.run(ALLOCATION_CHUNK)
+    memory = host.lua.create_function(lambda lua, _args: lua.used_memory())
+    used = run(PREDICTIONS, memory)[0]
+    growth = max(used.get(n + 1) for n in range(PREDICTIONS + 1)) - used.get(1)
+    # Garbage piles up until the collector's next cycle (a heap's worth: megabytes here), so
+    # a temporary table per call would show. Allowed: the returned tables (a header and
+    # 16-byte slots each), in the VM's 16 KB pages for small blocks.
+    returned = PREDICTIONS * (64 + 16 * outputs)
+    assert growth <= 2 * returned + (64 << 10), f"{growth} bytes for {PREDICTIONS} predictions"

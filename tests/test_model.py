@@ -168,7 +168,7 @@ def test_a_small_cnn_predicts_probabilities() -> None:
     [
         ((_conv(4, 1), _dense(10, 2704)), (28, 28, 1), "dense layer needs a 1-D input"),
         ((_conv(4, 2), FlattenLayer(), _dense(10, 2704)), (28, 28, 1), "takes 2 channels"),
-        ((_conv(4, 1), FlattenLayer(), _dense(10, 2704)), (28, 28), "must have shape"),
+        ((_conv(4, 1), FlattenLayer(), _dense(10, 2704)), (28, 28), r"needs a 3-D \[H, W, C\] input"),
         ((_conv(4, 1, "softmax"), FlattenLayer(), _dense(10, 2704)), (28, 28, 1), "softmax to a"),
         ((_conv(4, 1),), (28, 28, 1), "must be a vector"),
         ((FlattenLayer(),), (28, 28, 1), "no Dense or Conv2D layer"),

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from mnistpack.data import INPUT_SIZE
 from mnistpack.errors import ModelError
 from mnistpack.model import (
     IMAGE_SHAPE,
@@ -105,10 +106,19 @@ def network_from_keras(model: Any, *, source_sha256: str) -> Network:
         _translate(keras, layer, layers)
     if not layers:
         raise ModelError(f"The model has no layer to ship; {SUPPORTED_LAYERS}.")
-    # a dense first layer reads the image as 784 values whatever their shape: [28, 28], as in version 1
-    reads_image = isinstance(layers[0], DenseLayer) and math.prod(shape) == math.prod(IMAGE_SHAPE)
-    input_shape = IMAGE_SHAPE[:2] if reads_image else shape
-    return Network(layers=tuple(layers), source_sha256=source_sha256, input_shape=input_shape)
+    if math.prod(shape) != INPUT_SIZE:
+        raise ModelError(
+            f"The model takes inputs of shape {list(shape)}, expected {INPUT_SIZE} values (28x28 pixels)."
+        )
+    if isinstance(layers[0], DenseLayer):
+        # a dense first layer reads the 784 values whatever their shape: [28, 28], as in version 1
+        shape = IMAGE_SHAPE[:2]
+    elif shape != IMAGE_SHAPE:
+        raise ModelError(
+            f"The model's first layer is a {layers[0].kind}, which reads a 28x28 image of one channel: "
+            f"its input must have shape {list(IMAGE_SHAPE)}, not {list(shape)}."
+        )
+    return Network(layers=tuple(layers), source_sha256=source_sha256, input_shape=shape)
 
 
 def _load_keras_model(path: Path) -> Any:

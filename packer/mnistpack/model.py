@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from mnistpack.constants import ACTIVATIONS, MAX_DIM, MAX_LAYERS, PADDINGS
-from mnistpack.data import IMAGE_SIDE, INPUT_SIZE
+from mnistpack.data import IMAGE_SIDE
 from mnistpack.errors import FormatError, ModelError
 from mnistpack.shapes import Geometry, Shape, network_shapes, span
 
@@ -25,8 +25,8 @@ BACKEND_ENV_VAR: Final = "KERAS_BACKEND"
 DEFAULT_BACKEND: Final = "jax"
 # What `predict` feeds the layers at once: bounds the convolution windows' memory.
 PREDICT_CHUNK: Final = 1000
-# The input shapes a network may take: a dense network reads the 28x28 image as 784
-# values in any shape, a convolutional one needs it as a 28x28 image of one channel.
+# What a convolutional network reads: an MNIST image, 28x28 of one channel (a dense one
+# reads the same 784 values as [28, 28], as format version 1 says).
 IMAGE_SHAPE: Final = (IMAGE_SIDE, IMAGE_SIDE, 1)
 
 
@@ -182,21 +182,11 @@ WeightedLayer = DenseLayer | Conv2DLayer
 class Network:
     layers: tuple[Layer, ...]
     source_sha256: str  # sha256 hex of the model file bytes
-    input_shape: Shape = (IMAGE_SIDE, IMAGE_SIDE)  # what the first layer reads (section 3.3)
+    input_shape: Shape = (IMAGE_SIDE, IMAGE_SIDE)  # what the first layer reads (FORMAT.md 3.3)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.layers) <= MAX_LAYERS:
             raise ModelError(f"The model has {len(self.layers)} layers to ship, expected 1..{MAX_LAYERS}.")
-        if math.prod(self.input_shape) != INPUT_SIZE:
-            raise ModelError(
-                f"The model takes inputs of shape {list(self.input_shape)}, "
-                f"expected {INPUT_SIZE} values (28x28 pixels)."
-            )
-        if self.layers[0].kind != "dense" and self.input_shape != IMAGE_SHAPE:
-            raise ModelError(
-                f"The model's first layer is a {self.layers[0].kind}, which reads a 28x28 image of one "
-                f"channel: its input must have shape {list(IMAGE_SHAPE)}, not {list(self.input_shape)}."
-            )
         if not any(isinstance(layer, DenseLayer | Conv2DLayer) for layer in self.layers):
             raise ModelError("The model has no Dense or Conv2D layer, so nothing to ship.")
         try:
