@@ -60,6 +60,20 @@ def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (config.hidden, config.max_epochs, config.seed, config.limit) == (64, 7, 3, None)
 
 
+def test_arch_cnn_reaches_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(train, "run_train", lambda **kwargs: seen.update(kwargs))
+    result = runner.invoke(app, ["train", "--arch", "cnn", "--epochs", "5"])
+    assert result.exit_code == 0, result.output
+    assert seen["out"] == Path("models/mnist-cnn.keras")
+    config = seen["config"]
+    assert (config.arch, config.max_epochs, config.jitter is not None) == ("cnn", 5, True)
+
+
+def test_unknown_arch_is_one_line() -> None:
+    assert_one_error_line(runner.invoke(app, ["train", "--arch", "vit"]), EXIT_ERROR, "unknown --arch 'vit'")
+
+
 def test_missing_data_folder_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m.keras")]

@@ -1,9 +1,10 @@
 """Read a Keras model file into a Network: the layers mnistpack ships, as they compute at inference.
 
 BatchNormalization is folded into the Conv2D or Dense layer before it, a separate
-Activation (or ReLU, Softmax) layer into the layer it follows, and layers that do
-nothing at inference (Dropout, noise, random augmentation) are dropped. Anything else
-is refused with one sentence naming the layer.
+Activation (or ReLU, Softmax) layer into the layer it follows, a Reshape or Flatten
+before any other layer into the input's shape, and layers that do nothing at inference
+(Dropout, noise, random augmentation) are dropped. Anything else is refused with one
+sentence naming the layer.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def network_from_keras(model: Any, *, source_sha256: str) -> Network:
         if not sequential:
             _check_chain(layer, previous)
             previous = layer.output
+        if type(layer) is keras.layers.Reshape and not layers:
+            # before any other layer, a reshape only says how the input is laid out
+            shape = tuple(layer.output.shape[1:])
+            continue
         _translate(keras, layer, layers)
     if not layers:
         raise ModelError(f"The model has no layer to ship; {SUPPORTED_LAYERS}.")
