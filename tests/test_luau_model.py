@@ -547,3 +547,29 @@ def test_predict_allocates_only_the_probabilities_it_returns(network: str) -> No
     # 16-byte slots each), in the VM's 16 KB pages for small blocks.
     returned = PREDICTIONS * (64 + 16 * outputs)
     assert growth <= 2 * returned + (64 << 10), f"{growth} bytes for {PREDICTIONS} predictions"
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear", "tanh", "sigmoid"])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_convolution_and_max_pool_run_as_one_step(activation: str, padding: str) -> None:
+    # Model fuses a 3x3 stride-1 convolution with the 2x2 max pool after it (odd sizes drop
+    # the last row and column): the same outputs as NumPy running them one after the other
+    rng = np.random.default_rng(6)
+    arrays = [
+        (rng.normal(0, 0.6, (5, 3, 3, 2)).astype(np.float32), rng.normal(0, 0.3, 5).astype(np.float32)),
+        (rng.normal(0, 0.6, (3, 3, 3, 5)).astype(np.float32), rng.normal(0, 0.3, 3).astype(np.float32)),
+        (rng.normal(0, 0.6, (4, 12)).astype(np.float32), rng.normal(0, 0.3, 4).astype(np.float32)),
+    ]
+    layers = [
+        LayerSpec("conv2d", activation, "c1.w", "c1.b", strides=(1, 1), padding=padding),
+        LayerSpec("maxpool2d", pool_size=(2, 2), strides=(2, 2), padding="valid"),
+        LayerSpec("conv2d", activation, "c2.w", "c2.b", strides=(1, 1), padding="same"),
+        LayerSpec("maxpool2d", pool_size=(2, 2), strides=(2, 2), padding="valid"),
+        LayerSpec("flatten"),
+        LayerSpec("dense", "softmax", "d.w", "d.b"),
+    ]
+    shape = [11, 9, 2] if padding == "same" else [13, 11, 2]  # both end in a 2x2x3 image
+    packed = pack_layer_specs(arrays, layers, "float32", shape, 4)
+    pixels = sparse_pixels(40, int(np.prod(shape)), 8)
+    luau = run_container(packed.container, 2, pixels)
+    np.testing.assert_allclose(luau, python_outputs(packed.container, pixels), rtol=0, atol=CNN_TOLERANCE)
