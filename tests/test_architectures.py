@@ -21,7 +21,7 @@ def test_the_shipped_cnn_and_what_the_packer_makes_of_it(keras: Any, tmp_path: P
     model = cnn(keras, CNN)
     glorot_init(keras, model, seed=0)
     assert model.input_shape == (None, 784) and model.output_shape == (None, 10)
-    assert CNN.describe() == "c8-c16-c32-flat-10"
+    assert CNN.describe() == "c8p-c16p-c48-flat-10"
     path = tmp_path / "cnn.keras"
     model.save(path)
     network = load_network(path)
@@ -36,15 +36,15 @@ def test_the_shipped_cnn_and_what_the_packer_makes_of_it(keras: Any, tmp_path: P
         ("flatten", ""),
         ("dense", "softmax"),
     ]
-    assert network.shapes()[-3:] == [(3, 3, 32), (288,), (10,)]
+    assert network.shapes()[-3:] == [(3, 3, 48), (432,), (10,)]
     x = np.random.default_rng(1).random((16, 784), dtype=np.float32)
     np.testing.assert_allclose(network.predict(x), model.predict(x, verbose=0), rtol=0, atol=1e-5)
 
 
 def test_average_head_and_hidden_layer(keras: Any) -> None:
-    spec = CnnSpec(channels=(4, 6), head="average", hidden=12)
+    spec = CnnSpec(channels=(4, 6), pools=1, head="average", hidden=12)
     model = cnn(keras, spec)
-    assert spec.describe() == "c4-c6-gap-d12-10"
+    assert spec.describe() == "c4p-c6-gap-d12-10"
     names = [type(layer).__name__ for layer in model.layers]
     assert names.count("Conv2D") == 2 and names.count("MaxPooling2D") == 1
     assert "GlobalAveragePooling2D" in names and names.count("Dense") == 2
@@ -67,6 +67,6 @@ def test_glorot_start_is_seeded_and_scaled_by_fan(keras: Any) -> None:
 
 
 def test_specs_are_checked() -> None:
-    for bad in ({"channels": ()}, {"channels": (0,)}, {"head": "max"}, {"hidden": -1}):
+    for bad in ({"channels": ()}, {"channels": (0,)}, {"head": "max"}, {"hidden": -1}, {"pools": 4}):
         with pytest.raises(ValueError):
             CnnSpec(**bad)

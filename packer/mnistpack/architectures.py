@@ -22,21 +22,26 @@ ARCHITECTURES: Final = ("mlp", "cnn")
 
 @dataclass(frozen=True)
 class CnnSpec:
-    """3x3 valid convolutions (batch norm, relu), each but the last followed by a 2x2 max pool,
-    then a flatten or a global average, an optional hidden dense layer and the softmax."""
+    """3x3 valid convolutions (batch norm, relu), the first `pools` of them followed by a 2x2
+    max pool, then a flatten or a global average, an optional hidden dense layer and the
+    softmax. 28x28 -> 26 -> 13 -> 11 -> 5 -> 3: two pools, at most three convolutions."""
 
-    channels: tuple[int, ...] = (8, 16, 32)
+    channels: tuple[int, ...] = (8, 16, 48)
+    pools: int = 2
     head: str = "flatten"  # or "average": global average pooling of the last convolution
     hidden: int = 0  # units of a dense layer (batch norm, relu) before the softmax; 0: none
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1 or self.head not in ("flatten", "average"):
             raise ValueError(f"a CNN needs channels >= 1 and head flatten or average, got {self}.")
-        if self.hidden < 0:
-            raise ValueError(f"hidden must be >= 0, got {self.hidden}.")
+        if not 0 <= self.pools <= len(self.channels) or self.hidden < 0:
+            raise ValueError(f"pools must be 0 to {len(self.channels)} and hidden >= 0, got {self}.")
 
     def describe(self) -> str:
-        convolutions = "-".join(f"c{channels}" for channels in self.channels)
+        convolutions = "-".join(
+            f"c{channels}" + ("p" if number < self.pools else "")
+            for number, channels in enumerate(self.channels)
+        )
         hidden = f"-d{self.hidden}" if self.hidden else ""
         return f"{convolutions}-{'flat' if self.head == 'flatten' else 'gap'}{hidden}-{NUM_CLASSES}"
 
@@ -68,7 +73,7 @@ def cnn(keras: Any, spec: CnnSpec) -> Any:
             layers.BatchNormalization(name=f"norm{number}"),
             layers.ReLU(name=f"relu{number}"),
         ]
-        if number < len(spec.channels):
+        if number <= spec.pools:
             stack.append(layers.MaxPooling2D(2, name=f"pool{number}"))
     stack.append(
         layers.Flatten(name="flatten") if spec.head == "flatten" else layers.GlobalAveragePooling2D()

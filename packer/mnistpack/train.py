@@ -38,8 +38,9 @@ MIN_TRAIN_IMAGES: Final = 20  # at least 2 validation images at a 10% split
 
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "mlp"  # one of architectures.ARCHITECTURES; "cnn" is architectures.CNN
+    arch: str = "mlp"  # one of architectures.ARCHITECTURES
     hidden: int = 256  # the MLP's hidden layer
+    cnn: architectures.CnnSpec = architectures.CNN  # the CNN's layers
     # Upper bound: with the cosine schedule early stopping usually ends at 20-30 epochs, ~1 s each.
     max_epochs: int = 30
     batch_size: int = 128
@@ -249,13 +250,13 @@ def _training_model(keras: Any, config: TrainConfig, *, steps_per_epoch: int) ->
 
 def _network(keras: Any, config: TrainConfig, *, dropout: float) -> Any:
     if config.arch == "cnn":
-        return architectures.cnn(keras, architectures.CNN)
+        return architectures.cnn(keras, config.cnn)
     return architectures.mlp(keras, config.hidden, dropout=dropout)
 
 
 def _describe(config: TrainConfig) -> str:
     if config.arch == "cnn":
-        return f"the CNN {architectures.CNN.describe()}"
+        return f"the CNN {config.cnn.describe()}"
     return f"784-{config.hidden}-10"
 
 
