@@ -30,7 +30,8 @@ from mnistpack.build import build, shipped_model, text_export  # noqa: E402
 from mnistpack.compression import decompress  # noqa: E402
 from mnistpack.constants import PRECISIONS  # noqa: E402
 from mnistpack.keras_model import load_network  # noqa: E402
-from mnistpack.luau_emit import base64_lines, read_module  # noqa: E402
+from mnistpack.luau_emit import base64_lines  # noqa: E402
+from mnistpack.module_reader import read_module  # noqa: E402
 
 from tests.luau_host import LuauHost  # noqa: E402
 

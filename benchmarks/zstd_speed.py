@@ -21,7 +21,7 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mnistpack.build import build  # noqa: E402
-from mnistpack.luau_emit import read_module  # noqa: E402
+from mnistpack.module_reader import read_module  # noqa: E402
 
 from tests.luau_host import LuauHost  # noqa: E402
 

@@ -18,7 +18,17 @@ SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
 
 # 784-16-10 on 2,000 images: ~87% test accuracy in about a second of fitting. The high
 # learning rate and no dropout make 3 short epochs enough for a model whose weights look trained.
-TINY_CONFIG = TrainConfig(hidden=16, max_epochs=3, batch_size=32, learning_rate=1e-2, dropout=0.0, limit=2000)
+# No augmentation: tests/test_train.py checks that on its own, smaller still.
+TINY_CONFIG = TrainConfig(
+    hidden=16,
+    max_epochs=3,
+    batch_size=32,
+    learning_rate=1e-2,
+    dropout=0.0,
+    limit=2000,
+    player_copies=0,
+    warp_copies=0,
+)
 
 
 @pytest.fixture(scope="session")

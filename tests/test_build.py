@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mnistpack import assets
+from mnistpack import build as build_module
 from mnistpack.build import (
     ACCURACY_SKIPPED,
     build,
@@ -21,8 +23,8 @@ from mnistpack.compression import decompress
 from mnistpack.container import Container, unpack
 from mnistpack.data import PixelCounts
 from mnistpack.errors import ModelError, OptionError, OutputError
-from mnistpack.luau_emit import read_module
 from mnistpack.model import Network, dense_stack_from_arrays
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize
 
 from tests.random_model import random_arrays as make_random_arrays
@@ -269,3 +271,43 @@ def test_missing_shipped_model_says_what_to_do(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(assets, "SHIPPED_MODEL_NAME", "no-such-model.keras")
     with pytest.raises(ModelError, match="no --model given .* pass --model PATH"):
         build(model=None, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
+
+
+def test_a_model_too_large_for_a_module_is_refused_before_packing(
+    random_model: Path, tmp_path: Path, no_test_data: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FORMAT.md section 6 bounds the values of a container; build says so before packing
+    # (the limit is lowered here so that a small model stands for a huge one)
+    monkeypatch.setattr(build_module, "MAX_DECODED_VALUES", 1000)
+    with pytest.raises(
+        ModelError, match=r"holds [\d,]+ weights and biases; a weights module holds at most 1,000"
+    ):
+        build(model=random_model, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_ships_the_calibration_of_the_models_note(
+    random_model: Path, tmp_path: Path, no_test_data: None
+) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(random_model.read_bytes())
+    note = model.with_suffix(".json")
+    note.write_text(json.dumps({"calibration": {"temperature": 1.75, "sure_threshold": 0.9}}))
+    build(model=model, precision="int8", out_dir=tmp_path / "out", compression="zstd", data_dir=None)
+    container = decode(tmp_path / "out" / "MnistWeights.luau")
+    # header floats are float32 (FORMAT.md section 3)
+    assert container.meta["calibration"] == {"temperature": 1.75, "sure_threshold": float(np.float32(0.9))}
+    assert dequantize_network(container).temperature == 1.75
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"temperature": -1, "sure_threshold": 0.9}, {"temperature": 2.0}, "hot"],
+    ids=["negative", "missing", "not-a-map"],
+)
+def test_a_broken_calibration_note_is_a_sentence(random_model: Path, tmp_path: Path, entry: object) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(random_model.read_bytes())
+    model.with_suffix(".json").write_text(json.dumps({"calibration": entry}))
+    with pytest.raises(ModelError, match=r"m.json holds no usable calibration"):
+        build(model=model, precision="int8", out_dir=tmp_path / "out", compression="zstd", data_dir=None)

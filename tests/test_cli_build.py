@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -16,8 +20,9 @@ from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
 from mnistpack.data import Mnist
 from mnistpack.keras_model import load_network
-from mnistpack.luau_emit import emit_module, read_module
+from mnistpack.luau_emit import emit_module
 from mnistpack.model import import_keras
+from mnistpack.module_reader import read_module
 from typer.testing import CliRunner, Result
 
 from tests.random_model import save_random_model
@@ -149,7 +154,8 @@ def test_inspect_reads_a_split_module(tmp_path: Path) -> None:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
     result = invoke("inspect", tmp_path / "MnistWeights")
-    assert_one_line_error(result, "crc: ")  # the padded container's CRC no longer matches
+    # the padding makes the payload longer than the header says (checked before the CRC)
+    assert_one_line_error(result, "shape: the tensors cover 38 payload bytes")
     result = invoke("inspect", tmp_path / "MnistWeights.luau")
     assert result.exit_code == 0 and "3 scales per row" in result.stdout
 
@@ -241,3 +247,55 @@ def test_shipped_model_meets_the_size_and_accuracy_targets(
     assert (predicted["float16"] == predicted["float32"]).mean() >= 0.999
     assert module_bytes(shipped_builds["int4"]) <= 125_000
     assert accuracy["int4"] >= float32_accuracy - 0.003
+
+
+@pytest.fixture(scope="module")
+def float64_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keras = import_keras()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # JAX's own float64 notes, the point of the test
+        model = keras.Sequential(
+            [
+                keras.Input((784,)),
+                keras.layers.Dense(16, activation="relu", dtype="float64"),
+                keras.layers.Dense(10, activation="softmax", dtype="float64"),
+            ]
+        )
+    path = tmp_path_factory.mktemp("float64") / "f64.keras"
+    model.save(path)
+    return path
+
+
+def build_process(model: Path, out: Path, stdout: Any) -> subprocess.Popen[str]:
+    args = ["build", "--quant", "int8", "--model", str(model), "--out", str(out)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistpack", *args], stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_build_into_a_pipe_closed_after_one_line(float64_model: Path, tmp_path: Path) -> None:
+    # `mnistpack build | head -1`: the reader goes away; the build still writes every file,
+    # quietly; and a float64 model costs no warning lines
+    process = build_process(float64_model, tmp_path, subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith("loading ")
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "MnistDemo.rbxlx",
+        "MnistModel.rbxmx",
+        "MnistWeights.luau",
+        "MnistWeights.project.json",
+    ]
+
+
+@pytest.mark.slow
+def test_build_into_a_full_disk_says_so_in_one_line(float64_model: Path, tmp_path: Path) -> None:
+    with open("/dev/full", "w") as full:
+        process = build_process(float64_model, tmp_path, full)
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert err == "error: cannot write to standard output: No space left on device.\n"
+    assert (tmp_path / "MnistWeights.luau").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,9 @@ def test_train_end_to_end(mnist_dir: Path, tmp_path: Path) -> None:
     args = ["train", "--data", str(mnist_dir), "--limit", "1000", "--epochs", "2", "--hidden", "8"]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "training 784-8-10 on 900 images, validating on 100" in result.stdout
+    # 900 digits and 3 augmented copies of each; 100 held out, and a player redraw of each
+    assert "training 784-8-10 on 3600 images, validating on 200" in result.stdout
+    assert "calibrated: temperature" in result.stdout
     assert "epoch  1/2" in result.stdout and "epoch  2/2" in result.stdout
     assert "test accuracy" in result.stdout and f"saved {out}" in result.stdout
     # Trained with Dropout, saved without: the file is a plain Dense stack.
@@ -55,9 +58,13 @@ def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> Non
     result = runner.invoke(app, ["train", "--hidden", "64", "--epochs", "7", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert seen["out"] == Path("models/mnist64.keras")
-    assert seen["data"] is None
+    assert seen["data"] is None and seen["cache"] is None
     config = seen["config"]
     assert (config.hidden, config.max_epochs, config.seed, config.limit) == (64, 7, 3, None)
+    assert (config.player_copies, config.warp_copies) == (2, 1)
+    args = ["train", "--player-copies", "0", "--warp-copies", "3", "--cache", "cache"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert (seen["config"].player_copies, seen["config"].warp_copies, seen["cache"]) == (0, 3, Path("cache"))
 
 
 def test_arch_cnn_reaches_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,3 +150,31 @@ def test_entry_point_starts_without_keras() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["mnistpack", __version__, "0", "False", "False"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "status", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_during_training_stops_it_and_saves_nothing(
+    mnist_dir: Path, tmp_path: Path, signum: int, status: int, said: str
+) -> None:
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"the previous model")
+    args = ["train", "--data", str(mnist_dir), "--hidden", "8", "--epochs", "500", "--limit", "3000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnistpack", *args, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("epoch  1/"):
+            break
+    process.send_signal(signum)  # early stopping needs 6 more epochs at least: training is on
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == status, err
+    assert err.strip().splitlines() == [said], err
+    assert out.read_bytes() == b"the previous model"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m.keras"]

@@ -27,7 +27,7 @@ from mnistpack.errors import (
     MsgPackError,
     ShapeError,
 )
-from mnistpack.luau_emit import read_module
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize, quantize
 
 from tests.golden import make_golden
@@ -190,11 +190,24 @@ def test_decoders_accept_any_msgpack_encoding_and_ignore_unknown_keys() -> None:
 
 def test_crc_mismatch_is_detected_anywhere() -> None:
     raw = (GOLDEN / "float16.mnpk").read_bytes()
-    for index in (10, 20, len(raw) - 30, len(raw) - 1):
+    (header_length,) = struct.unpack_from("<I", raw, 6)
+    payload_at = 10 + header_length
+    for index in (payload_at, payload_at + 7, len(raw) - 30, len(raw) - 5, len(raw) - 1):
         damaged = bytearray(raw)
         damaged[index] ^= 0x10
         with pytest.raises(ChecksumError, match="^crc: the stored CRC-32"):
             unpack(bytes(damaged))
+
+
+def test_the_header_is_checked_before_the_crc() -> None:
+    # FORMAT.md section 2: a damaged header fails as a header, before the CRC pass
+    raw = (GOLDEN / "float16.mnpk").read_bytes()
+    for index, error in ((10, MsgPackError), (20, FormatError)):
+        damaged = bytearray(raw)
+        damaged[index] ^= 0x10
+        with pytest.raises(error) as caught:
+            unpack(bytes(damaged))
+        assert not isinstance(caught.value, ChecksumError)
 
 
 def test_framing_errors() -> None:
@@ -265,11 +278,35 @@ HEADER_RULES: list[tuple[str, Mutation, type[FormatError], str]] = [
     ("tensor used twice", _set("layers.1.bias", "dense1.bias"), HeaderError, "already used"),
     ("labels count", _set("meta.labels", ["0", "1", "2"]), ShapeError, "3 labels for 2 outputs"),
     ("input size", _set("meta.input.shape", [2, 3]), ShapeError, r"takes 4 inputs, the layer gets \[2, 3\]"),
-    ("input rank", _set("meta.input.shape", [1, 1, 2, 2]), ShapeError, "1 to 3 integers"),
     ("range ints", _set("meta.input.range", [0, 1]), HeaderError, "two floats"),
     ("pruning threshold", _set("meta.pruning.threshold", KeyError), HeaderError, "no 'threshold'"),
     ("kind of version 2", _set("layers.0.kind", "conv2d"), HeaderError, "version 1 holds only dense layers"),
     ("accuracy", _set("meta.accuracy", {"correct": 3, "total": 2}), HeaderError, "correct <= total"),
+    (
+        "zero temperature",
+        _set("meta.calibration", {"temperature": 0.0, "sure_threshold": 0.5}),
+        HeaderError,
+        "temperature must be a finite float > 0",
+    ),
+    (
+        "infinite temperature",
+        _set("meta.calibration", {"temperature": float("inf"), "sure_threshold": 0.5}),
+        HeaderError,
+        "temperature must be a finite float > 0",
+    ),
+    (
+        "sure threshold 1",
+        _set("meta.calibration", {"temperature": 1.5, "sure_threshold": 1.0}),
+        HeaderError,
+        "sure_threshold must be between 0 and 1",
+    ),
+    (
+        "integer temperature",
+        _set("meta.calibration", {"temperature": 2, "sure_threshold": 0.5}),
+        HeaderError,
+        "'temperature' must be float",
+    ),
+    ("calibration list", _set("meta.calibration", [1.0, 0.5]), HeaderError, "'calibration' must be dict"),
     ("no meta", _set("meta", KeyError), HeaderError, "no 'meta'"),
     (
         "offset gap",
@@ -362,6 +399,12 @@ def test_version_1_prefix_holds_only_dense_layers() -> None:
     header["format_version"] = 1
     with pytest.raises(HeaderError, match="layer 0: format version 1 holds only dense layers, found conv2d"):
         unpack(raw_container(header, payload, version=1))
+
+
+def test_a_dense_first_layer_reads_an_input_of_any_rank() -> None:
+    header, payload = split((GOLDEN / "int8.mnpk").read_bytes())
+    header["meta"]["input"]["shape"] = [1, 1, 2, 1, 2]  # 4 values, as the first layer takes
+    assert unpack(raw_container(header, payload)).meta["input"]["shape"] == [1, 1, 2, 1, 2]
 
 
 def test_dense_networks_are_written_as_version_1() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ def _damage(folder: Path, stem: str, edit: Any) -> Path:
     [
         (TRAIN_IMAGES, lambda raw: raw[:-100], "is truncated: its header declares 30x28x28 = 23520 bytes"),
         (TRAIN_IMAGES, lambda raw: raw[:10], "is truncated: 10 bytes, shorter than its 16-byte IDX header"),
-        (TEST_LABELS, lambda raw: raw + b"\0", "has 1 bytes more than the 12 = 12 its header declares"),
+        (TEST_LABELS, lambda raw: raw + b"\0", "holds more than the 12 = 12 bytes its header declares"),
         (
             TRAIN_IMAGES,
             lambda raw: b"\0\0\x08\x01" + raw[4:],
@@ -188,8 +189,23 @@ def _damage(folder: Path, stem: str, edit: Any) -> Path:
             "holds 27x28 images, expected 28x28",
         ),
         (TEST_LABELS, lambda raw: idx_bytes(np.full(12, 10, np.uint8)), "holds label 10, expected 0..9"),
+        (
+            TRAIN_IMAGES,
+            lambda raw: raw[:4] + struct.pack(">III", 10**6, 28, 28) + raw[16:],
+            "declares 1000000x28x28 = 784,000,000 bytes, more than the 268,435,456 mnistpack reads",
+        ),
     ],
-    ids=["truncated", "header-cut", "extra-bytes", "wrong-magic", "wrong-type", "count", "dims", "label"],
+    ids=[
+        "truncated",
+        "header-cut",
+        "extra-bytes",
+        "wrong-magic",
+        "wrong-type",
+        "count",
+        "dims",
+        "label",
+        "huge",
+    ],
 )
 def test_damaged_idx_files_are_named(tmp_path: Path, stem: str, edit: Any, message: str) -> None:
     write_idx_dir(tmp_path, gz=True)
@@ -230,7 +246,7 @@ def test_missing_or_empty_folder(tmp_path: Path) -> None:
 def test_bad_npz_files(tmp_path: Path) -> None:
     arrays = write_idx_dir(tmp_path / "idx", gz=True)
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(DataError, match="junk.npz is not a readable .npz file"):
+    with pytest.raises(DataError, match="junk.npz is not an .npz file: an .npz is a zip archive"):
         load_mnist(tmp_path / "junk.npz", allow_download=False)
     np.savez(tmp_path / "partial.npz", x_train=arrays["x_train"])
     with pytest.raises(DataError, match="partial.npz lacks the array 'y_train'"):

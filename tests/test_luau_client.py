@@ -21,10 +21,12 @@ from tests.luau_host import ROOT, LuauHost
 GRID = 28
 
 # Decodes nothing, but like the real one: yields between steps through options.yield.
+# Notes how many frames had been drawn (PreRender steps run) when decoding began.
 STANDIN_DECODER = r"""
-local Decoder = { calls = 0, yields = 0, failWith = FAIL }
+local Decoder = { calls = 0, yields = 0, failWith = FAIL, framesDrawnBefore = nil }
 function Decoder.decode(module, options)
 	Decoder.calls += 1
+	Decoder.framesDrawnBefore = game:GetService("RunService").PreRender.fired
 	for _ = 1, 3 do
 		Decoder.yields += 1
 		options.yield("step")
@@ -58,29 +60,26 @@ end
 return Model
 """
 
-# Canvas values for the same strokes from the pure brush functions, then Preprocessing.
-# Points go to screen pixels and back exactly as the draw helper and the canvas do it.
+# Preprocessing.fromStrokes of the same strokes, as the canvas should have recorded them:
+# points go to screen pixels and back exactly as the draw helper and the canvas do it.
 EXPECTED_INPUT = r"""
 local fakes, strokes = ...
-local Canvas = require(root.client.Canvas)
 local P = require(root.client.Preprocessing)
 local cells = fakes.find("Cells")
 local o, s = cells.AbsolutePosition, cells.AbsoluteSize
 local function map(point)
 	local x, y = o.X + point[1] / 28 * s.X, o.Y + point[2] / 28 * s.Y
-	return (x - o.X) / s.X * 28, (y - o.Y) / s.Y * 28
+	return { x = (x - o.X) / s.X * 28, y = (y - o.Y) / s.Y * 28 }
 end
-local pixels = table.create(784, 0)
+local recorded = {}
 for _, stroke in strokes do
-	local x, y = map(stroke[1])
-	Canvas.stamp(pixels, x, y)
-	for i = 2, #stroke do
-		local nx, ny = map(stroke[i])
-		Canvas.segment(pixels, x, y, nx, ny)
-		x, y = nx, ny
+	local points = {}
+	for _, point in stroke do
+		table.insert(points, map(point))
 	end
+	table.insert(recorded, points)
 end
-return P.prepare(pixels)
+return P.fromStrokes(recorded)
 """
 
 LAST_INPUT = "local inputs = require(root.Model).inputs; return inputs[#inputs]"
@@ -175,10 +174,33 @@ def test_first_frame_shows_loading_and_decoding_waits_for_later_frames(client: C
     assert client.lua("return require(root.Decoder).calls") == [0]
     client.step()
     assert client.lua("return require(root.Decoder).calls") == [1]
+    # decoding began only after a frame (showing "Loading model...") had been drawn
+    assert client.lua("return require(root.Decoder).framesDrawnBefore") == [1]
     # the decoder yields between steps: each step costs a frame, the screen stays live
     assert client.text("Status") == constant(client, "LOADING_TEXT")
     loaded(client)
     assert client.lua("return require(root.Decoder).yields") == [3]
+
+
+def test_every_text_is_set_in_builder_sans(client: Client) -> None:
+    (faces,) = client.lua(
+        """
+        local fakes = ...
+        local faces = {}
+        for _, inst in fakes.playerGui:GetDescendants() do
+            if inst:IsA("TextLabel") or inst:IsA("TextButton") then
+                local face = inst.FontFace
+                table.insert(faces, inst.Name .. "=" .. face.Family .. ":" .. face.Weight.Name)
+            end
+        end
+        table.sort(faces)
+        return table.concat(faces, ",")
+        """
+    )
+    family = "rbxasset://fonts/families/BuilderSans.json"
+    weights = [("Title", "Bold"), ("Status", "Regular"), ("TopGuess", "Bold"), ("Confidence", "Medium")]
+    weights += [("Clear", "Bold")] + [("Digit", "Bold"), ("Percent", "Medium")] * 10
+    assert faces.split(",") == sorted(f"{name}={family}:{weight}" for name, weight in weights)
 
 
 def test_a_decoder_error_is_shown_not_thrown() -> None:
@@ -189,12 +211,11 @@ def test_a_decoder_error_is_shown_not_thrown() -> None:
     assert client.errors() == []
 
 
-def test_the_model_gets_the_preprocessed_canvas(client: Client) -> None:
+def test_the_model_gets_the_strokes_through_from_strokes(client: Client) -> None:
     loaded(client)
     client.draw(DIAGONAL)
     got = lua_list(client, LAST_INPUT)
-    expected = lua_list(client, EXPECTED_INPUT, client.fakes, client.strokes_table(DIAGONAL))
-    assert np.array_equal(got, expected)
+    assert np.array_equal(got, expected_input(client, DIAGONAL))
     # values stay 0..1 end to end: a stray /255 would leave the maximum near 0.004
     assert 0.9 < got.max() <= 1.0 and got.min() == 0.0
 
@@ -271,7 +292,122 @@ def test_low_confidence_says_not_sure(client: Client) -> None:
     client.lua("require(root.Model).answer = { 0.05, 0.3, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3, 0.05, 0.05 }")
     client.draw(DIAGONAL)
     assert client.text("TopGuess") == constant(client, "NOT_SURE_TEXT")
-    assert client.text("Confidence").startswith("maybe ")
+    # the two likeliest digits, ties to the lower one first
+    assert client.text("Confidence") == "1 (30%) or 7 (30%)"
+    highlighted = client.lua(
+        """
+        local fakes = ...
+        local C = require(root.client.Constants)
+        local w = C.COLORS.warning
+        local found = {}
+        for d = 0, 9 do
+            local c = fakes.find("Row" .. d).Bar.Fill.BackgroundColor3
+            if math.abs(c.R - w[1] / 255) < 1e-9 and math.abs(c.G - w[2] / 255) < 1e-9 then
+                table.insert(found, d)
+            end
+        end
+        return table.concat(found, ",")
+        """
+    )[0]
+    assert highlighted == "1,7"
+
+
+def test_a_tap_is_not_a_digit(client: Client) -> None:
+    loaded(client)
+    client.draw([[(14.0, 14.0)]])
+    # a dot is drawn on the canvas but there is nothing to read: no prediction, no guess
+    assert client.lua(PREDICTIONS) == [0]
+    assert client.text("TopGuess") == ""
+
+
+def expected_input(client: Client, strokes: Sequence[Stroke]) -> np.ndarray:
+    return lua_list(client, EXPECTED_INPUT, client.fakes, client.strokes_table(strokes))
+
+
+def test_clear_forgets_the_strokes_and_close_points_are_not_kept(client: Client) -> None:
+    loaded(client)
+    client.draw([[(4.0, 4.0), (10.0, 4.0), (10.0, 12.0)]])
+    client.click("Clear")
+    # the second point is closer than POINT_SPACING to the first: the canvas skips it
+    client.draw([[(20.0, 5.0), (20.0, 5.05), (20.0, 20.0)], [(15.0, 12.0), (25.0, 12.0)]])
+    got = lua_list(client, LAST_INPUT)
+    assert np.array_equal(
+        got, expected_input(client, [[(20.0, 5.0), (20.0, 20.0)], [(15.0, 12.0), (25.0, 12.0)]])
+    )
+
+
+# The canvas's recording, as a pure function of the positions it is given.
+RECORD = r"""
+local Canvas = require(root.client.Canvas)
+local C = require(root.client.Constants)
+local strokes = ...
+local fields = { strokes = {}, pointCount = 0, spacing = C.POINT_SPACING, dirty = false }
+local canvas = setmetatable(fields, Canvas)
+local refused = 0
+for _, stroke in strokes do
+	for i, point in stroke do
+		if not canvas:_record(point[1], point[2], i == 1) then
+			refused += 1
+		end
+	end
+end
+local flat = {}
+for _, stroke in canvas.strokes do
+	for _, point in stroke do
+		table.insert(flat, point.x)
+		table.insert(flat, point.y)
+	end
+	table.insert(flat, -1)
+end
+return flat, canvas.pointCount, canvas.spacing, refused, C.MAX_POINTS, C.POINT_SPACING
+"""
+
+
+def record(
+    host: LuauHost, strokes: Sequence[Stroke]
+) -> tuple[list[list[tuple[float, float]]], int, float, int]:
+    outer = host.lua.create_table()
+    for stroke in strokes:
+        inner = host.lua.create_table()
+        for x, y in stroke:
+            point = host.lua.create_table()
+            point.push(float(x))
+            point.push(float(y))
+            inner.push(point)
+        outer.push(inner)
+    flat, count, spacing, refused, _, _ = host.run(RECORD, outer)
+    values = [flat.get(k) for k in range(1, flat.len() + 1)]
+    kept: list[list[tuple[float, float]]] = [[]]
+    k = 0
+    while k < len(values):
+        if values[k] == -1:
+            kept.append([])
+            k += 1
+        else:
+            kept[-1].append((values[k], values[k + 1]))
+            k += 2
+    return kept[:-1], int(count), float(spacing), int(refused)
+
+
+def test_a_long_scribble_is_thinned_not_cut(host: LuauHost) -> None:
+    limit, spacing = host.run(
+        "local C = require(root.client.Constants); return C.MAX_POINTS, C.POINT_SPACING"
+    )
+    # a cell between points, and no point twice
+    scribble = [(4.0 + (k % 20), 4.0 + (k // 20) % 20 + k / 1e4) for k in range(3 * int(limit))]
+    (kept,), count, now, refused = record(host, [scribble])
+    assert refused == 0 and count == len(kept) <= limit
+    assert now > spacing, "each thinning doubles the spacing"
+    assert kept[0] == scribble[0] and set(kept) <= set(scribble)
+    # the shape survives: the kept points still run from the first to (nearly) the last
+    assert scribble.index(kept[-1]) > len(scribble) - 10
+
+
+def test_hundreds_of_taps_fill_the_canvas(host: LuauHost) -> None:
+    (limit,) = host.run("return require(root.client.Constants).MAX_POINTS")
+    taps = [[(1.0 + k % 26, 1.0 + (k // 26) % 26)] for k in range(int(limit) + 5)]
+    kept, count, _, refused = record(host, taps)
+    assert count == limit and refused == 5 and len(kept) == limit
 
 
 def test_clear_empties_the_canvas_and_the_result(client: Client) -> None:

@@ -1,4 +1,5 @@
-"""The generated Luau module (FORMAT.md section 5): exact text, splitting, reading it back."""
+"""The generated Luau module (FORMAT.md section 5): exact text and splitting (tests/test_module_reader.py
+reads it back)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from mnistpack.constants import BASE64_LINE_CHARS, MAX_SOURCE_CHARS
-from mnistpack.errors import Base64Error, ModuleFormatError
-from mnistpack.luau_emit import decode_base64, emit_module, read_module
+from mnistpack.luau_emit import emit_module
 
 from tests.luau_host import LuauHost
 
@@ -101,80 +101,6 @@ def test_luau_require_gives_the_table_without_decoding(tmp_path: Path, size: int
     text = data.as_bytes().decode() if hasattr(data, "as_bytes") else data
     assert text.endswith("\n") and not text.startswith("\n")
     assert base64.b64decode(text.replace("\n", "")) == blob
-
-
-@pytest.mark.parametrize("size", [10, 700_000])
-def test_read_module_round_trips_file_folder_and_init(tmp_path: Path, size: int) -> None:
-    blob = os.urandom(size)
-    files = emit_module(blob, "zstd", version=1, comment_lines=['format = "other" in a comment'])
-    write_files(tmp_path, files)
-    paths = [tmp_path / "MnistWeights.luau"] if size == 10 else [tmp_path / "MnistWeights"]
-    paths += [tmp_path / "MnistWeights" / "init.luau"] if size != 10 else []
-    for path in paths:
-        assert read_module(path) == ("zstd", blob)
-
-
-def test_read_module_tolerates_windows_line_endings(tmp_path: Path) -> None:
-    (source,) = emit_module(b"hello world", "none", version=1, comment_lines=["c"]).values()
-    path = tmp_path / "MnistWeights.luau"
-    path.write_bytes(source.replace("\n", "\r\n").encode())
-    assert read_module(path) == ("none", b"hello world")
-
-
-def _module(tmp_path: Path, text: str, name: str = "M.luau") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def test_read_module_errors_name_the_problem(tmp_path: Path) -> None:
-    (good,) = emit_module(b"some bytes!", "zstd", version=1, comment_lines=["c"]).values()
-    cases = [
-        ("return { answer = 42 }\n", 'has no format = "..." field'),
-        (
-            good.replace('"mnistpack"', '"othertool"'),
-            r"not an mnistpack weights module \(format = 'othertool'\)",
-        ),
-        (
-            good.replace("version = 1", "version = 3"),
-            "made for format version 3; this mnistpack reads versions 1 to 2",
-        ),
-        (
-            good.replace("version = 1", "version = 0"),
-            "made for format version 0; this mnistpack reads versions 1 to 2",
-        ),
-        (good.replace('"zstd"', '"lz4"'), "compression must be one of zstd, none, found 'lz4'"),
-        (good[: len(good) - 12], r"\[\[...\]\] data string is not closed; the file is cut short"),
-        (good.replace("version = 1", "versio = 1"), "no version = <number> field"),
-    ]
-    for text, message in cases:
-        with pytest.raises(ModuleFormatError, match=message):
-            read_module(_module(tmp_path, text))
-    with pytest.raises(ModuleFormatError, match="does not exist"):
-        read_module(tmp_path / "missing.luau")
-    (tmp_path / "bin.luau").write_bytes(b"\xff\xfe\x00return")
-    with pytest.raises(ModuleFormatError, match="not UTF-8 text"):
-        read_module(tmp_path / "bin.luau")
-
-
-def test_a_missing_part_is_named(tmp_path: Path) -> None:
-    write_files(tmp_path, emit_module(os.urandom(300_000), "zstd", version=1, comment_lines=["c"]))
-    (tmp_path / "MnistWeights" / "Part2.luau").unlink()
-    with pytest.raises(ModuleFormatError, match=r"Part2\.luau does not exist"):
-        read_module(tmp_path / "MnistWeights")
-
-
-def test_base64_errors(tmp_path: Path) -> None:
-    (good,) = emit_module(b"some bytes!!", "zstd", version=1, comment_lines=["c"]).values()
-    with pytest.raises(Base64Error, match=r"^base64: .*character '\*' at position 3"):
-        read_module(_module(tmp_path, good.replace("c29t", "c29*")))
-    with pytest.raises(Base64Error, match="^base64: "):
-        decode_base64("c29tZQ")  # padding cut off
-    with pytest.raises(Base64Error, match="^base64: "):
-        decode_base64("c2=9tZQ==")
-    with pytest.raises(Base64Error, match="^base64: .*character ' '"):
-        decode_base64("c29t ZQ==")
-    assert decode_base64("c29t\r\nZQ==\n") == b"some"
 
 
 def test_comment_lines_must_be_single_ascii_lines() -> None:

@@ -219,6 +219,19 @@ def test_memory_estimate_covers_every_weight(host: LuauHost) -> None:
     assert 16 * slots <= memory <= 2 * 16 * slots + 64 * (50 + 20 + 10)
 
 
+def test_labels_come_from_the_meta_and_default_to_none(host: LuauHost) -> None:
+    labels, missing = host.run(
+        """
+        local Model = require(root.Model)
+        local layer = { W = { { 1 }, { 2 } }, b = { 0, 0 }, activation = "softmax" }
+        local named = Model.new({ layers = { layer }, meta = { labels = { "no", "yes" } } })
+        local bare = Model.new({ layers = { layer } })
+        return table.concat(named.labels, ","), #bare.labels
+        """
+    )
+    assert (labels, missing) == (b"no,yes", 0)
+
+
 @pytest.mark.parametrize(
     ("chunk", "message"),
     [
@@ -573,3 +586,56 @@ def test_convolution_and_max_pool_run_as_one_step(activation: str, padding: str)
     pixels = sparse_pixels(40, int(np.prod(shape)), 8)
     luau = run_container(packed.container, 2, pixels)
     np.testing.assert_allclose(luau, python_outputs(packed.container, pixels), rtol=0, atol=CNN_TOLERANCE)
+
+
+# --- calibration: the temperature of the final softmax ----------------------------------------
+
+CALIBRATED_CHUNK = r"""
+local Model = require(root.Model)
+local weights, temperature, threshold, images, count = ...
+weights.meta.calibration = { temperature = temperature, sure_threshold = threshold }
+local model = Model.new(weights)
+local data = buffer.fromstring(images)
+local outputs = {}
+for n = 0, count - 1 do
+	local pixels = table.create(model.inputs, 0)
+	for i = 1, model.inputs do
+		pixels[i] = buffer.readf64(data, (n * model.inputs + i - 1) * 8)
+	end
+	local _, probabilities = model:predict(pixels)
+	for _, p in probabilities do
+		table.insert(outputs, p)
+	end
+end
+return outputs, model.temperature, model.sureThreshold
+"""
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.75])
+def test_the_final_softmax_takes_the_calibrated_temperature(host: LuauHost, temperature: float) -> None:
+    layers = random_layers([INPUT_SIZE, 12, 5], ["relu", "softmax"], seed=4)
+    images = sparse_images(20, INPUT_SIZE)
+    blob = host.lua.create_string(np.ascontiguousarray(images, "<f8").tobytes())
+    outputs, t, threshold = host.run(
+        CALIBRATED_CHUNK, luau_weights(host, layers), temperature, 0.8, blob, len(images)
+    )
+    got = np.array([outputs.get(k + 1) for k in range(len(outputs))]).reshape(len(images), 5)
+    plain = numpy_outputs(layers, images)
+    logits = np.log(plain)
+    expected = np.exp(logits / temperature)
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.array_equal(got.argmax(axis=1), plain.argmax(axis=1))
+    assert (t, threshold) == (temperature, 0.8)
+    # NumPy's reference forward pass takes the same temperature
+    stack = dense_stack_from_arrays(layers, temperature=temperature)
+    assert np.allclose(stack.predict(images.astype(np.float32)), expected, atol=1e-5)
+
+
+def test_without_calibration_the_temperature_is_one(host: LuauHost) -> None:
+    layers = random_layers([8, 3], ["softmax"], seed=2)
+    (t, threshold) = host.run(
+        "local Model = require(root.Model); local m = Model.new(...); return m.temperature, m.sureThreshold",
+        luau_weights(host, layers),
+    )
+    assert (t, threshold) == (1, None)

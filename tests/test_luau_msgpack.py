@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from mnistpack.constants import MAX_HEADER_DEPTH, MAX_HEADER_INTEGER, MAX_HEADER_VALUES
 
 from tests.luau_host import LuauHost
 
@@ -52,8 +53,8 @@ local function describe(value, parent, key)
 	end
 	error("unexpected " .. typeof(value))
 end
-return function(data, offset, length, depth)
-	local ok, result = pcall(MsgPack.decode, buffer.fromstring(data), offset, length, depth)
+return function(data, offset, length, depth, values)
+	local ok, result = pcall(MsgPack.decode, buffer.fromstring(data), offset, length, depth, values)
 	if not ok then
 		return false, result
 	end
@@ -70,10 +71,14 @@ def luau_msgpack() -> Decode:
     describe = host.run(DESCRIBE)[0]
 
     def run(
-        data: bytes, offset: int = 0, length: int | None = None, depth: int | None = None
+        data: bytes,
+        offset: int = 0,
+        length: int | None = None,
+        depth: int | None = None,
+        values: int | None = None,
     ) -> tuple[bool, str]:
         size = len(data) - offset if length is None else length
-        ok, result = describe(host.lua.create_string(data), offset, size, depth)
+        ok, result = describe(host.lua.create_string(data), offset, size, depth, values)
         return ok, result.as_bytes().decode("utf-8", "replace")
 
     return run
@@ -171,7 +176,9 @@ keys = st.text(max_size=8)
 scalars = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
+    # every integer a double holds exactly (FORMAT.md section 3; larger ones fail, below)
+    st.integers(-MAX_HEADER_INTEGER, MAX_HEADER_INTEGER),
+    st.sampled_from([MAX_HEADER_INTEGER, -MAX_HEADER_INTEGER, 2**32, -(2**31) - 1]),
     st.floats(allow_nan=False, width=32),
     st.floats(allow_nan=False),
     st.text(max_size=40),
@@ -279,6 +286,53 @@ def test_nesting_is_limited(luau_msgpack: Decode) -> None:
     assert "nested deeper than 32 levels" in message
     assert luau_msgpack(b"\x91" * 31 + b"\x00")[0]
     assert luau_msgpack(deep, depth=64)[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xcf" + struct.pack(">Q", MAX_HEADER_INTEGER + 1),
+        b"\xcf" + b"\xff" * 8,
+        b"\xd3" + struct.pack(">q", -MAX_HEADER_INTEGER - 1),
+        b"\xd3" + struct.pack(">q", -(2**63)),
+        b"\xd3" + struct.pack(">q", 2**62),
+    ],
+    ids=["2^53", "2^64 - 1", "-2^53", "-2^63", "2^62 as int64"],
+)
+def test_integers_beyond_2_53_fail(luau_msgpack: Decode, data: bytes) -> None:
+    ok, message = luau_msgpack(data)
+    assert not ok
+    assert message.startswith(f"mnistpack: msgpack: expected an integer from -{MAX_HEADER_INTEGER}"), message
+    assert message.endswith("at byte 0"), message
+
+
+def test_the_largest_exact_integers_decode(luau_msgpack: Decode) -> None:
+    assert luau_msgpack(b"\xcf" + struct.pack(">Q", MAX_HEADER_INTEGER)) == (True, f"n:{MAX_HEADER_INTEGER}")
+    assert luau_msgpack(b"\xd3" + struct.pack(">q", -MAX_HEADER_INTEGER)) == (
+        True,
+        f"n:-{MAX_HEADER_INTEGER}",
+    )
+
+
+def test_values_are_counted(luau_msgpack: Decode) -> None:
+    # the array, then 3 elements: 4 values; a map entry is 2 (key and value)
+    assert luau_msgpack(b"\x93\x01\x02\x03", values=4)[0]
+    ok, message = luau_msgpack(b"\x93\x01\x02\x03", values=3)
+    assert not ok
+    assert "found more than 3 values" in message, message
+    assert luau_msgpack(b"\x81\xa1a\x01", values=3)[0]
+    assert not luau_msgpack(b"\x81\xa1a\x01", values=2)[0]
+
+
+def test_the_default_limits_are_the_formats(luau_msgpack: Decode) -> None:
+    many = b"\xdd" + struct.pack(">I", MAX_HEADER_VALUES - 1) + b"\x80" * (MAX_HEADER_VALUES - 1)
+    assert luau_msgpack(many)[0]
+    more = b"\xdd" + struct.pack(">I", MAX_HEADER_VALUES) + b"\x80" * MAX_HEADER_VALUES
+    ok, message = luau_msgpack(more)
+    assert not ok
+    assert f"found more than {MAX_HEADER_VALUES} values" in message, message
+    assert luau_msgpack(b"\x91" * (MAX_HEADER_DEPTH - 1) + b"\x00")[0]
+    assert not luau_msgpack(b"\x91" * MAX_HEADER_DEPTH + b"\x00")[0]
 
 
 def test_extreme_nesting_fails_cleanly(luau_msgpack: Decode) -> None:

@@ -36,7 +36,15 @@ def test_same_seed_same_model(tiny_model: Path, tiny_config: TrainConfig, mnist_
 def test_early_stopping_keeps_the_best_epoch(mnist_data: Mnist) -> None:
     # 500 images, a big learning rate and no dropout: validation loss bottoms out within a few epochs.
     config = TrainConfig(
-        hidden=64, max_epochs=20, batch_size=32, learning_rate=1e-2, dropout=0.0, patience=2, limit=500
+        hidden=64,
+        max_epochs=20,
+        batch_size=32,
+        learning_rate=1e-2,
+        dropout=0.0,
+        patience=2,
+        limit=500,
+        player_copies=0,
+        warp_copies=0,
     )
     lines: list[str] = []
     model, report = train(mnist_data, config, log=lines.append)
@@ -139,3 +147,33 @@ def test_config_knows_its_architectures() -> None:
         TrainConfig(arch="resnet")
     assert TrainConfig.for_arch("mlp") == TrainConfig()
     assert TrainConfig.for_arch("cnn", learning_rate=1e-2).learning_rate == 1e-2
+
+
+def test_augmented_training_is_calibrated_and_the_build_ships_the_calibration(
+    mnist_data: Mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistpack.build import build
+    from mnistpack.compression import decompress
+    from mnistpack.container import unpack
+    from mnistpack.module_reader import read_module
+
+    config = TrainConfig(
+        hidden=16, max_epochs=2, batch_size=32, learning_rate=1e-2, dropout=0.0, limit=300, warp_copies=1
+    )
+    lines: list[str] = []
+    monkeypatch.setattr("mnistpack.train.load_mnist", lambda *args, **kwargs: mnist_data)
+    out = tmp_path / "m.keras"
+    report = run_train(data=None, out=out, config=config, log=lines.append)
+    # 270 training digits, each with 2 player redraws and 1 warp; 30 held out, and their redraws
+    assert any("on 1080 images, validating on 60" in line for line in lines)
+    assert report.calibration is not None and report.held_out is not None
+    assert report.held_out.not_sure <= config.max_not_sure
+    note = json.loads(sidecar_path(out).read_text())
+    assert note["calibration"] == report.calibration.as_meta()
+    assert note["augmentation"]["player_copies"] == 2
+
+    build(model=out, precision="int8", out_dir=tmp_path / "build", compression="zstd", data_dir=None)
+    meta = unpack(decompress(*reversed(read_module(tmp_path / "build" / "MnistWeights.luau")))).meta
+    shipped = meta["calibration"]
+    assert shipped["temperature"] == pytest.approx(report.calibration.temperature, rel=1e-6)
+    assert shipped["sure_threshold"] == pytest.approx(report.calibration.sure_threshold, rel=1e-6)

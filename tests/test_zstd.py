@@ -317,6 +317,76 @@ def test_limit_on_frames_without_size(decoder: Decoder) -> None:
     assert "limit" in err(decoder, compress(data[:1000]) + sized, limit=300_500)
 
 
+# ----------------------------------------------------------------------------- one frame (FORMAT.md 5)
+
+FRAME_CHUNK = """
+local Zstd = require(root.Zstd)
+return function(data, limit)
+	local ok, size = pcall(Zstd.frameContentSize, buffer.fromstring(data), limit)
+	local okFrame, out = pcall(Zstd.decompressFrame, data, limit)
+	local content = if okFrame then buffer.tostring(out) else tostring(out)
+	return ok, if ok then size else tostring(size), okFrame, content
+end
+"""
+
+
+def one_frame(decoder: Decoder, data: bytes, limit: int = 1 << 26) -> tuple[int | str, bytes | str]:
+    """(declared size or the error of frameContentSize, content or the error of decompressFrame)."""
+    fn = decoder.host.run(FRAME_CHUNK)[0]
+    ok_size, size, ok_frame, out = fn(decoder.host.lua.create_string(data), limit)
+    described = size if ok_size else size.as_bytes().decode()
+    content = bytes(out.as_bytes()) if ok_frame else out.as_bytes().decode()
+    return described, content
+
+
+def test_one_frame_decodes_and_says_its_size(decoder: Decoder) -> None:
+    data = repetitive(50_000)
+    for options in ({}, {"write_checksum": True}):
+        assert one_frame(decoder, compress(data, 3, **options)) == (len(data), data)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (
+            compress(b"abc" * 100, write_content_size=False),
+            "expected a frame header that declares its content size",
+        ),
+        (compress(b"abc") + compress(b"abc"), "expected the data to end with the frame at byte offset"),
+        (compress(b"abc") + b"\x00", "found 1 more bytes"),
+        (struct.pack("<II", 0x184D2A50, 0) + compress(b"abc"), "found a skippable frame"),
+        (compress(b"abc") + struct.pack("<II", 0x184D2A50, 0), "expected the data to end with the frame"),
+        (frame(block(0, 0, b""), descriptor=0x20, header=bytes([100])), "room for at most 0"),
+        (frame(block(0, 10, b"x"), descriptor=0x20, header=bytes([10])), "expected 10 bytes of raw block"),
+        (b"\x00" * 8, "expected a zstd frame magic number"),
+    ],
+    ids=[
+        "no size",
+        "two frames",
+        "a byte after",
+        "skippable first",
+        "skippable last",
+        "empty blocks",
+        "cut",
+        "no magic",
+    ],
+)
+def test_anything_but_one_frame_is_refused_before_decompressing(
+    decoder: Decoder, data: bytes, fragment: str
+) -> None:
+    size, content = one_frame(decoder, data)
+    assert isinstance(size, str) and size.startswith(PREFIX) and fragment in size, size
+    assert isinstance(content, str) and content.startswith(PREFIX) and fragment in content, content
+
+
+def test_one_frame_over_the_limit_is_refused_before_allocating() -> None:
+    small = Decoder(memory_limit=16 << 20)
+    big = frame(block(1, 100, b"x"), descriptor=0xA0, header=(48 << 20).to_bytes(4, "little"))
+    size, content = one_frame(small, big, limit=1 << 20)
+    assert isinstance(size, str) and "(the limit)" in size
+    assert isinstance(content, str) and "(the limit)" in content
+
+
 # ----------------------------------------------------------------------------- properties
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -11,8 +12,16 @@ from typing import Any, Final
 import numpy as np
 
 from mnistpack import __version__, assets
+from mnistpack.calibrate import Calibration
 from mnistpack.compression import compress, decompress
-from mnistpack.constants import COMPRESSIONS, PRECISIONS
+from mnistpack.constants import (
+    CALIBRATION_SURE_THRESHOLD,
+    CALIBRATION_TEMPERATURE,
+    COMPRESSIONS,
+    MAX_DECODED_VALUES,
+    META_CALIBRATION,
+    PRECISIONS,
+)
 from mnistpack.container import Container, LayerSpec, pack, unpack
 from mnistpack.data import PixelCounts, bundled_pixel_counts, load_test_set
 from mnistpack.errors import ContainerError, ModelError, OptionError
@@ -33,6 +42,7 @@ from mnistpack.outputs import write_files
 from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD, dead_inputs, prune_inputs
 from mnistpack.quantize import dequantize, quantize
 from mnistpack.roblox import roblox_files
+from mnistpack.train import sidecar_path
 
 BIAS_PRECISION: Final = "float32"  # biases are tiny; FORMAT.md section 4 keeps them exact
 # int8 scales: one per output channel for convolution kernels, whose channels differ in
@@ -98,11 +108,28 @@ def build(
     import_keras()
     started = time.perf_counter()
     stack = load_network(model)
-    say(f"network {_describe(stack)}, {_weight_count(stack):,} weights and biases")
+    values = _weight_count(stack)
+    say(f"network {_describe(stack)}, {values:,} weights and biases")
+    if values > MAX_DECODED_VALUES:
+        raise ModelError(
+            f"{model} holds {values:,} weights and biases; a weights module holds at most "
+            f"{MAX_DECODED_VALUES:,} (FORMAT.md section 6), so that Roblox decodes it in bounded "
+            "time and memory."
+        )
     counts = bundled_pixel_counts()
+    calibration = read_calibration(model)
     container = quantize_network(
-        stack, precision, prune_threshold=DEFAULT_PRUNE_THRESHOLD, pixel_counts=counts
+        stack,
+        precision,
+        prune_threshold=DEFAULT_PRUNE_THRESHOLD,
+        pixel_counts=counts,
+        calibration=calibration,
     )
+    if calibration is not None:
+        say(
+            f"calibration from {sidecar_path(model)}: temperature {calibration.temperature:.3f}, "
+            f"sure from {calibration.sure_threshold:.3f}"
+        )
     zeroed = container.meta.get("pruning", {}).get("inputs_zeroed", 0)
     if "pruning" in container.meta:
         say(f"pruned {zeroed} input pixels lit in < {DEFAULT_PRUNE_THRESHOLD:.1%} of training images")
@@ -122,9 +149,9 @@ def build(
         version=container.version(),
         comment_lines=_comment_lines(stack, container, len(raw), len(blob)),
     )
-    # the drop-in Roblox files go in the same atomic write; they follow the weights files
+    # the drop-in Roblox files go in the same set as the weights files: all replaced, or none
     roblox = roblox_files(files)
-    written = write_files(out_dir, {**files, **roblox}, obsolete=_obsolete_outputs(out_dir, files))
+    written = write_files(out_dir, {**files, **roblox}, obsolete=lambda: _obsolete_outputs(out_dir, files))
     for path in written:
         say(f"wrote {path}")
     module_bytes = sum(len(text.encode()) for text in files.values())
@@ -146,11 +173,34 @@ def build(
     )
 
 
+def read_calibration(model: Path) -> Calibration | None:
+    """The calibration `mnistpack train` wrote into the model's note (`<model>.json`), if any."""
+    note = sidecar_path(model)
+    if not note.is_file():
+        return None
+    try:
+        entry = json.loads(note.read_text(encoding="utf-8")).get(META_CALIBRATION)
+        if entry is None:
+            return None
+        return Calibration(
+            temperature=float(entry[CALIBRATION_TEMPERATURE]),
+            sure_threshold=float(entry[CALIBRATION_SURE_THRESHOLD]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{note} holds no usable calibration ({exc}); retrain, or delete the file.") from exc
+
+
 def quantize_network(
-    stack: Network, precision: str, *, prune_threshold: float, pixel_counts: PixelCounts
+    stack: Network,
+    precision: str,
+    *,
+    prune_threshold: float,
+    pixel_counts: PixelCounts,
+    calibration: Calibration | None = None,
 ) -> Container:
-    """The container for `stack`: weights at `precision`, biases float32, and when the first
-    layer is dense, its inputs that training images (almost) never light pruned."""
+    """The container for `stack`: weights at `precision`, biases float32, the calibration (if
+    any) in meta, and when the first layer is dense, its inputs that training images
+    (almost) never light pruned."""
     dead = dead_inputs(pixel_counts, prune_threshold)
     prune = isinstance(stack.layers[0], DenseLayer)
     tensors = []
@@ -190,6 +240,8 @@ def quantize_network(
     }
     if prune:
         meta["pruning"] = {"threshold": float(prune_threshold), "inputs_zeroed": int(dead.sum())}
+    if calibration is not None:
+        meta[META_CALIBRATION] = calibration.as_meta()
     return Container(tuple(tensors), tuple(layers), meta)
 
 
@@ -229,6 +281,7 @@ def dequantize_network(container: Container) -> Network:
         layers=tuple(layers),
         source_sha256=str(container.meta.get("source_sha256", "")),
         input_shape=tuple(container.meta["input"]["shape"]),
+        temperature=float(container.meta.get(META_CALIBRATION, {}).get(CALIBRATION_TEMPERATURE, 1.0)),
     )
 
 

@@ -26,9 +26,10 @@ from mnistpack.container import unpack
 from mnistpack.data import DATA_ENV_VAR, PIXEL_MAX, load_test_set
 from mnistpack.errors import DataError
 from mnistpack.keras_model import load_network
-from mnistpack.luau_emit import module_path, read_module
+from mnistpack.luau_emit import module_path
 from mnistpack.luau_runtime import LuauRuntime, to_pixels
 from mnistpack.model import Network
+from mnistpack.module_reader import read_module
 from mnistpack.outputs import write_files
 
 JSON_NAME: Final = "compare.json"

@@ -23,9 +23,13 @@ MAX_LAYERS: Final = 64
 MAX_DIM: Final = 65536
 MAX_NAME_BYTES: Final = 64
 MAX_TENSOR_RANK: Final = 4
-MAX_INPUT_RANK: Final = 3
 MAX_ACTIVATION_VALUES: Final = 1 << 20
 MAX_MULTIPLY_ADDS: Final = 1 << 26
+# Resource limits (FORMAT.md section 6), the same for every format version.
+MAX_DECODED_VALUES: Final = 1 << 22
+MAX_HEADER_VALUES: Final = 1 << 18
+MAX_HEADER_DEPTH: Final = 32
+MAX_HEADER_INTEGER: Final = (1 << 53) - 1
 
 PRECISIONS: Final = ("float32", "float16", "int8", "int4")
 ACTIVATIONS: Final = ("linear", "relu", "sigmoid", "tanh", "softmax")
@@ -44,5 +48,11 @@ INT8_MAX: Final = 127
 
 MAX_SOURCE_CHARS: Final = 199_999
 BASE64_LINE_CHARS: Final = 960
+
+# meta.calibration (FORMAT.md section 3.5), optional: the final softmax's temperature and the
+# top probability below which an answer is shown as "not sure"
+META_CALIBRATION: Final = "calibration"
+CALIBRATION_TEMPERATURE: Final = "temperature"
+CALIBRATION_SURE_THRESHOLD: Final = "sure_threshold"
 
 ERROR_STAGES: Final = ("module", "base64", "zstd", "container", "crc", "msgpack", "header", "shape")

@@ -8,6 +8,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from mnistpack.compression import compress, decompress
 from mnistpack.constants import (
     CRC_SIZE,
@@ -29,7 +31,7 @@ from mnistpack.header import (
     encode_header,
     validate_header,
 )
-from mnistpack.quantize import QuantizedTensor
+from mnistpack.quantize import QuantizedTensor, rows_and_cols
 from mnistpack.shapes import Geometry
 
 __all__ = ["Container", "LayerSpec", "compress", "decompress", "pack", "unpack"]
@@ -114,6 +116,8 @@ def pack(container: Container) -> bytes:
     header_bytes = encode_header(header)
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise ContainerError(f"the header takes {len(header_bytes)} bytes, more than {MAX_HEADER_BYTES}.")
+    # the decoders' own msgpack rules (value count, depth, integer range) on the exact bytes
+    decode_header(header_bytes)
     body = _PREFIX.pack(MAGIC, version, len(header_bytes))[len(MAGIC) :] + header_bytes + payload
     total = len(MAGIC) + len(body) + CRC_SIZE
     if total > MAX_CONTAINER_BYTES:
@@ -171,13 +175,15 @@ def unpack(data: bytes) -> Container:
         raise ContainerError(
             f"the header claims {header_length} bytes, but only {payload_end - PREFIX_SIZE} precede the CRC."
         )
+    # The header before the CRC (FORMAT.md section 2): a header that breaks a limit is
+    # refused before any work proportional to the payload it claims.
+    header = decode_header(data[PREFIX_SIZE : PREFIX_SIZE + header_length])
+    validate_header(header, version, payload_end - PREFIX_SIZE - header_length)
     (stored_crc,) = _CRC.unpack_from(data, payload_end)
-    actual_crc = zlib.crc32(data[len(MAGIC) : payload_end])
+    actual_crc = zlib.crc32(memoryview(data)[len(MAGIC) : payload_end])
     if stored_crc != actual_crc:
         raise ChecksumError(f"the stored CRC-32 is {stored_crc:08x} but the data gives {actual_crc:08x}.")
-    header = decode_header(data[PREFIX_SIZE : PREFIX_SIZE + header_length])
     payload = data[PREFIX_SIZE + header_length : payload_end]
-    validate_header(header, version, len(payload))
     return Container(
         tensors=tuple(_tensor(entry, payload) for entry in header["tensors"]),
         layers=tuple(LayerSpec.from_map(layer) for layer in header["layers"]),
@@ -188,10 +194,28 @@ def unpack(data: bytes) -> Container:
 
 def _tensor(entry: Mapping[str, Any], payload: bytes) -> QuantizedTensor:
     start = entry["offset"]
-    return QuantizedTensor(
+    tensor = QuantizedTensor(
         name=entry["name"],
         precision=entry["precision"],
         shape=tuple(entry["shape"]),
         data=payload[start : start + entry["length"]],
         scales=tuple(entry["scales"]) if entry["precision"] == "int8" else (),
     )
+    if tensor.precision == "int4":
+        _check_int4_scales(tensor)
+    return tensor
+
+
+def _check_int4_scales(tensor: QuantizedTensor) -> None:
+    """FORMAT.md section 4: every int4 block scale d is finite."""
+    rows, cols = rows_and_cols(tensor.shape)
+    count = rows * -(-cols // INT4_BLOCK_SIZE)
+    scales = np.frombuffer(tensor.data, "<f2", count=count)
+    bad = np.flatnonzero(~np.isfinite(scales))
+    if bad.size:
+        blocks = count // rows
+        row, block = divmod(int(bad[0]), blocks)
+        raise ContainerError(
+            f"tensor {tensor.name!r}: expected finite int4 block scales, found {float(scales[bad[0]])} "
+            f"in row {row + 1}, block {block + 1}."
+        )

@@ -7,7 +7,9 @@ which is what the network and the Luau runtime expect.
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import math
 import os
 import socket
 import zipfile
@@ -41,6 +43,9 @@ IDX_UBYTE: Final = 0x08
 IDX_PREFIX_BYTES: Final = 4
 IDX_DIM_BYTES: Final = 4
 GZIP_MAGIC: Final = b"\x1f\x8b"
+# MNIST's largest file (60,000 training images) holds 47,040,000 bytes; a file declaring
+# more than this is refused before anything is read or inflated.
+MAX_IDX_BYTES: Final = 1 << 28
 
 # Keras' urlretrieve has no timeout of its own: a silently dropped connection would hang `train`.
 DOWNLOAD_TIMEOUT_S: Final = 20.0
@@ -125,47 +130,81 @@ def load_test_set(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None
 def parse_idx(raw: bytes, ndim: int, name: str) -> np.ndarray:
     """Decode one IDX file of unsigned bytes with `ndim` dimensions; `name` is used in errors."""
     header_bytes = IDX_PREFIX_BYTES + IDX_DIM_BYTES * ndim
-    if len(raw) < header_bytes:
-        raise DataError(
-            f"{name} is truncated: {len(raw)} bytes, shorter than its {header_bytes}-byte IDX header."
-        )
-    expected_magic = bytes((0, 0, IDX_UBYTE, ndim))
-    if raw[:IDX_PREFIX_BYTES] != expected_magic:
-        raise DataError(
-            f"{name} has IDX magic 0x{raw[:IDX_PREFIX_BYTES].hex()}, expected 0x{expected_magic.hex()} "
-            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}); is it the right file?"
-        )
-    dims = tuple(
-        int.from_bytes(raw[at : at + IDX_DIM_BYTES], "big")
-        for at in range(IDX_PREFIX_BYTES, header_bytes, IDX_DIM_BYTES)
-    )
-    declared = int(np.prod(dims, dtype=object))
-    found = len(raw) - header_bytes
-    shape_text = "x".join(str(d) for d in dims)
-    if found < declared:
-        raise DataError(
-            f"{name} is truncated: its header declares {shape_text} = {declared} bytes, {found} follow."
-        )
-    if found > declared:
-        raise DataError(
-            f"{name} has {found - declared} bytes more than the "
-            f"{shape_text} = {declared} its header declares."
-        )
+    dims = _idx_dims(raw[:header_bytes], ndim, name)
+    _check_body_size(len(raw) - header_bytes, dims, name)
     return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(dims)
 
 
+def _idx_dims(header: bytes, ndim: int, name: str) -> tuple[int, ...]:
+    """The dimensions an IDX header declares, checked against MAX_IDX_BYTES."""
+    header_bytes = IDX_PREFIX_BYTES + IDX_DIM_BYTES * ndim
+    if len(header) < header_bytes:
+        raise DataError(
+            f"{name} is truncated: {len(header)} bytes, shorter than its {header_bytes}-byte IDX header."
+        )
+    expected_magic = bytes((0, 0, IDX_UBYTE, ndim))
+    if header[:IDX_PREFIX_BYTES] != expected_magic:
+        raise DataError(
+            f"{name} has IDX magic 0x{header[:IDX_PREFIX_BYTES].hex()}, expected 0x{expected_magic.hex()} "
+            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}); is it the right file?"
+        )
+    dims = tuple(
+        int.from_bytes(header[at : at + IDX_DIM_BYTES], "big")
+        for at in range(IDX_PREFIX_BYTES, header_bytes, IDX_DIM_BYTES)
+    )
+    declared = math.prod(dims)
+    if declared > MAX_IDX_BYTES:
+        raise DataError(
+            f"{name} declares {_shape_text(dims)} = {declared:,} bytes, more than the {MAX_IDX_BYTES:,} "
+            "mnistpack reads from one MNIST file (the training images take 47,040,000)."
+        )
+    return dims
+
+
+def _check_body_size(found: int, dims: tuple[int, ...], name: str) -> None:
+    declared = math.prod(dims)
+    if found < declared:
+        raise DataError(
+            f"{name} is truncated: its header declares {_shape_text(dims)} = {declared} bytes, "
+            f"{found} follow."
+        )
+    if found > declared:
+        raise DataError(
+            f"{name} has {found - declared} bytes more than the {_shape_text(dims)} = {declared} "
+            "its header declares."
+        )
+
+
+def _shape_text(dims: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in dims)
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Read an IDX file, gunzipping it first when it is gzip (detected by content, not name)."""
+    """Read an IDX file, gunzipping it first when it is gzip (detected by content, not name).
+
+    Never reads or inflates more than one byte past what the header declares, so a small
+    gzip file that would inflate to gigabytes is refused after the declared size.
+    """
+    header_bytes = IDX_PREFIX_BYTES + IDX_DIM_BYTES * ndim
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            gzipped = file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+            file.seek(0)
+            stream: io.BufferedIOBase = gzip.GzipFile(fileobj=file, mode="rb") if gzipped else file
+            dims = _idx_dims(stream.read(header_bytes), ndim, str(path))
+            body = stream.read(math.prod(dims) + 1)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path} is a damaged or truncated gzip file ({exc}).") from exc
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    if raw[: len(GZIP_MAGIC)] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path} is a damaged or truncated gzip file ({exc}).") from exc
-    return parse_idx(raw, ndim, str(path))
+    found = len(body)
+    if found > math.prod(dims):
+        raise DataError(
+            f"{path} holds more than the {_shape_text(dims)} = {math.prod(dims):,} bytes its header "
+            f"declares{' once inflated' if gzipped else ''}."
+        )
+    _check_body_size(found, dims, str(path))
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def pixel_lit_counts(images: np.ndarray) -> np.ndarray:
@@ -281,6 +320,11 @@ def _checked(images: np.ndarray, labels: np.ndarray, labels_source: str) -> tupl
 
 def _mnist_from_npz(path: Path) -> Mnist:
     keys = ("x_train", "y_train", "x_test", "y_test")
+    # np.load takes any other file for a pickle (and says so): an .npz is a zip archive
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path} is not an .npz file: an .npz is a zip archive of arrays, and this is not one."
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in keys if key in npz.files}

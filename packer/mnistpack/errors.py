@@ -72,3 +72,11 @@ class HeaderError(FormatError):
 
 class ShapeError(FormatError):
     stage = "shape"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Python raises KeyboardInterrupt for Ctrl-C, so
+    every `finally` runs (temporary files go) before `cli.py` reports it and exits 143.
+
+    A BaseException, like KeyboardInterrupt: no `except Exception` may swallow it.
+    """

@@ -15,16 +15,22 @@ import numpy as np
 
 from mnistpack.constants import (
     ACTIVATIONS,
+    CALIBRATION_SURE_THRESHOLD,
+    CALIBRATION_TEMPERATURE,
     INT4_BLOCK_SIZE,
     INT8_SCALE_ZERO_BITS,
     LAYER_KINDS,
+    MAX_DECODED_VALUES,
     MAX_DIM,
-    MAX_INPUT_RANK,
+    MAX_HEADER_DEPTH,
+    MAX_HEADER_INTEGER,
+    MAX_HEADER_VALUES,
     MAX_LAYERS,
     MAX_NAME_BYTES,
     MAX_TENSOR_ELEMENTS,
     MAX_TENSOR_RANK,
     MAX_TENSORS,
+    META_CALIBRATION,
     MIN_FORMAT_VERSION,
     PADDINGS,
     PRECISIONS,
@@ -54,18 +60,90 @@ def encode_header(header: Mapping[str, Any]) -> bytes:
 
 
 def decode_header(data: bytes) -> dict[str, Any]:
-    """Exactly one msgpack map filling `data`, or MsgPackError."""
+    """Exactly one msgpack map filling `data` within FORMAT.md's header rules, or MsgPackError.
+
+    Values are counted as msgpack builds them, so a header of a million tiny maps is
+    refused after MAX_HEADER_VALUES of them, not after all of them are built.
+    """
+    budget = _ValueBudget()
     try:
-        header = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+        header = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,  # keys are checked in _ValueBudget.map, with FORMAT.md's message
+            object_pairs_hook=budget.map,
+            list_hook=budget.array,
+        )
+    except MsgPackError:
+        raise
     # msgpack signals bad input with several unrelated classes (ValueError,
     # OutOfData, StackError, UnicodeDecodeError, TypeError for unhashable keys).
     except Exception as error:
-        raise MsgPackError(
-            f"the header is not one valid msgpack value ({type(error).__name__}: {error})."
-        ) from None
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise MsgPackError(f"the header is not one valid msgpack value ({reason}).") from None
     if not isinstance(header, dict):
         raise MsgPackError(f"the header must be a msgpack map, found {type(header).__name__}.")
+    check_header_values(header)
     return header
+
+
+class _ValueBudget:
+    """msgpack hooks that count values as maps and arrays complete, and check map keys."""
+
+    def __init__(self) -> None:
+        self.count = 1  # the header map itself
+
+    def _spend(self, values: int) -> None:
+        self.count += values
+        if self.count > MAX_HEADER_VALUES:
+            raise MsgPackError(f"the header holds more than {MAX_HEADER_VALUES} msgpack values.")
+
+    def array(self, items: list[Any]) -> list[Any]:
+        self._spend(len(items))
+        return items
+
+    def map(self, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+        self._spend(2 * len(pairs))
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if not isinstance(key, str):
+                raise MsgPackError(f"every map key must be a str, found {type(key).__name__} {key!r:.40}.")
+            if key in result:
+                raise MsgPackError(f"the key {key!r:.70} appears twice in one map.")
+            result[key] = value
+        return result
+
+
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes, list, dict)
+
+
+def check_header_values(header: Any) -> None:
+    """FORMAT.md's rules for every value of a header, known or not: the value count and
+    nesting limits, str map keys, no ext values, integers a double holds exactly."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(header, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_HEADER_VALUES:
+            raise MsgPackError(f"the header holds more than {MAX_HEADER_VALUES} msgpack values.")
+        if depth > MAX_HEADER_DEPTH:
+            raise MsgPackError(f"the header nests values deeper than {MAX_HEADER_DEPTH} levels.")
+        if not isinstance(value, _PLAIN_TYPES):
+            raise MsgPackError(f"the header holds a {type(value).__name__} (a msgpack ext value).")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_HEADER_INTEGER:
+            raise MsgPackError(
+                f"the header holds the integer {value}, beyond +-{MAX_HEADER_INTEGER} (2^53 - 1)."
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise MsgPackError(f"every map key must be a str, found {type(key).__name__}.")
+                stack.append((key, depth + 1))
+                stack.append((item, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def validate_header(header: Mapping[str, Any], format_version: int, payload_size: int) -> None:
@@ -113,6 +191,7 @@ def _check_tensors(tensors: list[Any], payload_size: int) -> dict[str, tuple[int
     """Check each tensor map and the payload layout; return name -> shape."""
     shapes: dict[str, tuple[int, ...]] = {}
     end = 0
+    values = 0
     for index, tensor in enumerate(tensors):
         where = f"tensor {index}"
         if not isinstance(tensor, dict):
@@ -123,6 +202,12 @@ def _check_tensors(tensors: list[Any], payload_size: int) -> dict[str, tuple[int
         where = f"tensor {name!r}"
         precision = _choice(tensor, "precision", PRECISIONS, where)
         shape = _check_shape(_get(tensor, "shape", list, where), precision, where)
+        values += math.prod(shape)
+        if values > MAX_DECODED_VALUES:
+            raise ShapeError(
+                f"{where}: the tensors so far hold {values:,} values; a container holds at most "
+                f"{MAX_DECODED_VALUES:,} (FORMAT.md section 6)."
+            )
         offset = _get(tensor, "offset", int, where)
         length = _get(tensor, "length", int, where)
         if offset != end:
@@ -150,7 +235,7 @@ def _check_tensors(tensors: list[Any], payload_size: int) -> dict[str, tuple[int
 def _check_shape(shape: list[Any], precision: str, where: str) -> tuple[int, ...]:
     lowest = 2 if precision in ("int8", "int4") else 1
     if not lowest <= len(shape) <= MAX_TENSOR_RANK:
-        raise ShapeError(f"{where}: a {precision} tensor cannot have shape {shape}.")
+        raise ShapeError(f"{where}: a {precision} tensor cannot have shape {_short(shape)}.")
     for dim in shape:
         if not _is_int(dim) or not 1 <= dim <= MAX_DIM:
             raise ShapeError(
@@ -183,16 +268,14 @@ def _check_meta(meta: dict[str, Any]) -> Shape:
     """Check the meta map's known entries; return the network's input shape."""
     where = "meta"
     inputs = _get(meta, "input", dict, where)
-    shape = _get(inputs, "shape", list, "meta.input")
-    if not 1 <= len(shape) <= MAX_INPUT_RANK or not all(_is_int(d) and 1 <= d <= MAX_DIM for d in shape):
-        raise ShapeError(
-            f"meta.input.shape must list 1 to {MAX_INPUT_RANK} integers from 1 to {MAX_DIM}, found {shape}."
-        )
+    shape = _get_list(inputs, "shape", MAX_DIM, "meta.input")
+    if not all(_is_int(d) and 1 <= d <= MAX_DIM for d in shape):
+        raise HeaderError(f"meta.input.shape must list integers from 1 to {MAX_DIM}, found {_short(shape)}.")
     _get(inputs, "layout", str, "meta.input")
     value_range = _get(inputs, "range", list, "meta.input")
     if len(value_range) != 2 or not all(isinstance(v, float) for v in value_range):
         raise HeaderError(f"meta.input.range must be two floats, found {value_range}.")
-    labels = _get(meta, "labels", list, where)
+    labels = _get_list(meta, "labels", MAX_DIM, where)
     if not all(isinstance(label, str) for label in labels):
         raise HeaderError("meta.labels must be strings.")
     _choice(meta, "precision", PRECISIONS, where)
@@ -210,7 +293,29 @@ def _check_meta(meta: dict[str, Any]) -> Shape:
         total = _get(accuracy, "total", int, "meta.accuracy")
         if not 0 <= correct <= total:
             raise HeaderError(f"meta.accuracy must have 0 <= correct <= total, found {correct} of {total}.")
+    if META_CALIBRATION in meta:
+        check_calibration(_get(meta, META_CALIBRATION, dict, where))
     return tuple(shape)
+
+
+def _short(values: list[Any], shown: int = 8) -> str:
+    """A list for an error sentence: its first few items and how many more there are."""
+    if len(values) <= shown:
+        return repr(values)
+    return f"[{', '.join(map(repr, values[:shown]))}, ... ({len(values) - shown:,} more)]"
+
+
+def check_calibration(calibration: Mapping[str, Any]) -> None:
+    """meta.calibration: a finite temperature > 0 and a sure threshold strictly between 0 and 1."""
+    where = f"meta.{META_CALIBRATION}"
+    temperature = _get(calibration, CALIBRATION_TEMPERATURE, float, where)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise HeaderError(
+            f"{where}.{CALIBRATION_TEMPERATURE} must be a finite float > 0, found {temperature}."
+        )
+    threshold = _get(calibration, CALIBRATION_SURE_THRESHOLD, float, where)
+    if not 0 < threshold < 1:
+        raise HeaderError(f"{where}.{CALIBRATION_SURE_THRESHOLD} must be between 0 and 1, found {threshold}.")
 
 
 def _check_layers(

@@ -1,20 +1,25 @@
-"""`mnistpack inspect`: decode a weights module in Python and describe every field of it."""
+"""`mnistpack inspect`: read a weights module as Roblox would, decode it in Python and describe it."""
 
 from __future__ import annotations
 
-import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from mnistpack.compression import decompress
 from mnistpack.constants import INT4_BLOCK_BYTES, INT4_SCALE_BYTES
 from mnistpack.container import Container, LayerSpec, stored_crc, unpack
-from mnistpack.luau_emit import read_module
+from mnistpack.module_reader import read_module
 from mnistpack.quantize import QuantizedTensor, payload_length
-from mnistpack.shapes import network_shapes
+from mnistpack.shapes import count, network_shapes
+
+# How much of a long meta list, map or string inspect prints.
+SHOWN_ITEMS: Final = 16
+SHOWN_META_KEYS: Final = 64
+SHOWN_CHARS: Final = 120
 
 
 def inspect_module(path: Path) -> list[str]:
@@ -34,8 +39,16 @@ def inspect_module(path: Path) -> list[str]:
         "tensors:",
         *(f"  {_tensor_line(tensor)}" for tensor in container.tensors),
         "meta:",
-        *(f"  {key}: {_plain(value)}" for key, value in sorted(container.meta.items())),
+        *_meta_lines(container.meta),
     ]
+
+
+def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
+    items = sorted(meta.items())
+    lines = [f"  {_clean(key)}: {_plain(value)}" for key, value in items[:SHOWN_META_KEYS]]
+    if len(items) > SHOWN_META_KEYS:
+        lines.append(f"  ... ({len(items) - SHOWN_META_KEYS:,} more keys)")
+    return lines
 
 
 def _layer_lines(container: Container) -> list[str]:
@@ -46,7 +59,7 @@ def _layer_lines(container: Container) -> list[str]:
     outputs = network_shapes(geometries, shape)
     lines = [f"layers: {len(container.layers)}"]
     for number, (layer, output) in enumerate(zip(container.layers, outputs, strict=True), start=1):
-        inputs = _dims(shape) if layer.kind != "dense" else str(math.prod(shape))
+        inputs = _dims(shape) if layer.kind != "dense" else str(count(shape))
         activation = f", {layer.activation}" if layer.activation else ""
         lines.append(f"  {number}. {_kind(layer, tensor_shapes)} {inputs} -> {_dims(output)}{activation}")
         shape = output
@@ -67,7 +80,8 @@ def _dims(shape: Sequence[int]) -> str:
 
 def _tensor_line(tensor: QuantizedTensor) -> str:
     size = payload_length(tensor.precision, tensor.shape)
-    return f"{tensor.name}: {tensor.precision} {list(tensor.shape)}, {size:,} bytes{_scale_summary(tensor)}"
+    shape = f"{tensor.precision} {list(tensor.shape)}"
+    return f"{_clean(tensor.name)}: {shape}, {size:,} bytes{_scale_summary(tensor)}"
 
 
 def _scale_summary(tensor: QuantizedTensor) -> str:
@@ -88,10 +102,26 @@ def _span(values: np.ndarray) -> str:
 
 
 def _plain(value: Any) -> str:
+    """A meta value on one line, long lists, maps and strings cut short: a header may hold
+    up to MAX_HEADER_VALUES values, nested up to MAX_HEADER_DEPTH levels (the decoder
+    checked both), and inspect prints a summary, not all of them."""
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{key}: {_plain(item)}" for key, item in sorted(value.items())) + "}"
+        items = sorted(value.items())
+        shown = [f"{_clean(key)}: {_plain(item)}" for key, item in items[:SHOWN_ITEMS]]
+        return "{" + ", ".join(shown + _more(len(items))) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(_plain(item) for item in value) + "]"
+        shown = [_plain(item) for item in value[:SHOWN_ITEMS]]
+        return "[" + ", ".join(shown + _more(len(value))) + "]"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return _clean(str(value))
+
+
+def _clean(text: str) -> str:
+    """One printable line: control characters (a newline, a terminal escape) become '?'."""
+    short = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+    return "".join("?" if unicodedata.category(char) == "Cc" else char for char in short)
+
+
+def _more(count: int) -> list[str]:
+    return [f"... ({count - SHOWN_ITEMS:,} more)"] if count > SHOWN_ITEMS else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +35,7 @@ from mnistpack.model import (
 from mnistpack.shapes import Shape
 
 MODEL_SUFFIXES: Final = (".keras", ".h5", ".hdf5")
+FLOAT64_WARNING: Final = "Explicitly requested dtype float64"
 SUPPORTED_LAYERS: Final = (
     "mnistpack packs stacks of Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D "
     "and Flatten layers (BatchNormalization and activation layers are folded in, Dropout and other "
@@ -129,7 +131,11 @@ def network_from_keras(model: Any, *, source_sha256: str) -> Network:
 def _load_keras_model(path: Path) -> Any:
     keras = import_keras()
     try:
-        model = keras.saving.load_model(path, compile=False)
+        with warnings.catch_warnings():
+            # JAX holds float64 weights as float32 and warns once per array; mnistpack packs
+            # float32 at most, so the model loses nothing it would have kept
+            warnings.filterwarnings("ignore", FLOAT64_WARNING, UserWarning)
+            model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises bare ValueError/OSError/TypeError for bad files.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path} is not a Keras model that Keras can load ({reason}).") from exc

@@ -88,9 +88,13 @@ class DenseLayer:
     def geometry(self) -> Geometry:
         return Geometry(self.kind, self.weight.shape)
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """What the activation gets: W x + b."""
+        logits: np.ndarray = x.reshape(len(x), -1) @ self.weight.T + self.bias
+        return logits
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        flat = x.reshape(len(x), -1)
-        return _ACTIVATION_FUNCTIONS[self.activation](flat @ self.weight.T + self.bias)
+        return _ACTIVATION_FUNCTIONS[self.activation](self.logits(x))
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,8 @@ class Network:
     layers: tuple[Layer, ...]
     source_sha256: str  # sha256 hex of the model file bytes
     input_shape: Shape = (IMAGE_SIDE, IMAGE_SIDE)  # what the first layer reads (FORMAT.md 3.3)
+    # meta.calibration's temperature: a final softmax takes logits / temperature
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.layers) <= MAX_LAYERS:
@@ -232,13 +238,19 @@ class Network:
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         x = x.reshape(len(x), *self.input_shape)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer.forward(x)
-        return x
+        last = self.layers[-1]
+        if isinstance(last, DenseLayer) and last.activation == "softmax" and self.temperature != 1:
+            return _softmax(last.logits(x), self.temperature)
+        return last.forward(x)
 
 
 def dense_stack_from_arrays(
-    layers: Sequence[tuple[np.ndarray, np.ndarray, str]], *, source_sha256: str = "0" * 64
+    layers: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    *,
+    source_sha256: str = "0" * 64,
+    temperature: float = 1.0,
 ) -> Network:
     """Build a checked network of dense layers from (weight [out, in], bias [out], activation) triples."""
     built = []
@@ -251,7 +263,7 @@ def dense_stack_from_arrays(
                 name=f"dense_{index}",
             )
         )
-    return Network(layers=tuple(built), source_sha256=source_sha256)
+    return Network(layers=tuple(built), source_sha256=source_sha256, temperature=temperature)
 
 
 def frozen_float32(array: np.ndarray) -> np.ndarray:
@@ -280,8 +292,8 @@ def _windows(
     return view[:, :: strides[0], :: strides[1]][:, : down.outputs, : across.outputs]
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    shifted: np.ndarray = np.exp(x - x.max(axis=-1, keepdims=True))
+def _softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    shifted: np.ndarray = np.exp((x - x.max(axis=-1, keepdims=True)) / np.float32(temperature))
     probabilities: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
     return probabilities
 

@@ -53,6 +53,18 @@ def span(length: int, size: int, stride: int, padding: str) -> Span | None:
     return Span(outputs, max((outputs - 1) * stride + size - length, 0) // 2)
 
 
+def count(shape: Shape) -> int:
+    """The values `shape` holds, or, once that passes MAX_ACTIVATION_VALUES, the first partial
+    product above it: such a shape is refused anyway, and an input shape of thousands of
+    dimensions (version 1 allows them) never becomes a thousands-digit integer."""
+    product = 1
+    for dim in shape:
+        product *= dim
+        if product > MAX_ACTIVATION_VALUES:
+            return product
+    return product
+
+
 def output_shape(geometry: Geometry, shape: Shape, *, first: bool, where: str) -> Shape:
     """The output shape of a layer given its input shape, or a ShapeError naming `where`."""
     kind = geometry.kind
@@ -62,11 +74,11 @@ def output_shape(geometry: Geometry, shape: Shape, *, first: bool, where: str) -
             raise ShapeError(
                 f"{where}: a dense layer needs a 1-D input, found {list(shape)}; flatten it first."
             )
-        if math.prod(shape) != inputs:
+        if count(shape) != inputs:
             raise ShapeError(f"{where}: the weight takes {inputs} inputs, the layer gets {list(shape)}.")
         return (out,)
     if kind == "flatten":
-        return (math.prod(shape),)
+        return (count(shape),)
     if len(shape) != 3:
         raise ShapeError(f"{where}: a {kind} layer needs a 3-D [H, W, C] input, found {list(shape)}.")
     height, width, channels = shape
@@ -97,13 +109,13 @@ def multiply_adds(geometry: Geometry, output: Shape) -> int:
 def network_shapes(geometries: Sequence[Geometry], input_shape: Shape) -> list[Shape]:
     """Every layer's output shape, checked against the network-wide limits of section 3.3."""
     shapes = []
-    values = math.prod(input_shape)
+    values = count(input_shape)
     work = 0
     shape = input_shape
     for index, geometry in enumerate(geometries):
         where = f"layer {index} ({geometry.kind})"
         shape = output_shape(geometry, shape, first=index == 0, where=where)
-        values += math.prod(shape)
+        values += count(shape)
         work += multiply_adds(geometry, shape)
         if values > MAX_ACTIVATION_VALUES:
             raise ShapeError(
