@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mnistpack.build import build, shipped_model, text_export  # noqa: E402
 from mnistpack.compression import decompress  # noqa: E402
 from mnistpack.constants import PRECISIONS  # noqa: E402
+from mnistpack.keras_model import load_network  # noqa: E402
 from mnistpack.luau_emit import base64_lines  # noqa: E402
-from mnistpack.model import load_dense_stack  # noqa: E402
 from mnistpack.module_reader import read_module  # noqa: E402
 
 from tests.luau_host import LuauHost  # noqa: E402
@@ -94,7 +94,7 @@ def build_modules(workdir: Path) -> dict[str, Path]:
 
 def text_export_timing(repeats: int) -> dict[str, float]:
     """Compile (and run) the reference project's float32 text export of the same weights."""
-    source = text_export(load_dense_stack(shipped_model()))
+    source = text_export(load_network(shipped_model()))
     modules = [m for m in re.split(r"(?m)^(?=return )", source) if m.strip()]
     host = LuauHost()
     compile_times, run_times = [], []

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mnistpack.build import dequantize_stack, quantize_stack, shipped_model
+from mnistpack.build import dequantize_network, quantize_network, shipped_model
 from mnistpack.data import IMAGE_SIDE, bundled_pixel_counts, load_test_set, resolve_data_dir
+from mnistpack.keras_model import load_network
 from mnistpack.luau_host import LuauHost
-from mnistpack.model import DenseStack, load_dense_stack
+from mnistpack.model import Network
 from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robustness.json"
@@ -119,18 +120,18 @@ def preprocess(host: LuauHost, images: np.ndarray) -> np.ndarray:
     return out
 
 
-def accuracy(stack: DenseStack, images: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(stack: Network, images: np.ndarray, labels: np.ndarray) -> float:
     predicted = stack.predict(images.astype(np.float32)).argmax(axis=1)
     return float((predicted == labels).mean())
 
 
-def shipped_network(model: Path, precision: str) -> DenseStack:
+def shipped_network(model: Path, precision: str) -> Network:
     """The network as the build ships it: pruned and quantized, then read back."""
-    stack = load_dense_stack(model)
-    container = quantize_stack(
+    stack = load_network(model)
+    container = quantize_network(
         stack, precision, prune_threshold=DEFAULT_PRUNE_THRESHOLD, pixel_counts=bundled_pixel_counts()
     )
-    return dequantize_stack(container)
+    return dequantize_network(container)
 
 
 def run(data_dir: Path | None, model: Path, precision: str, seed: int) -> dict[str, Any]:

@@ -1,15 +1,18 @@
 """mnistpack against the reference project's float32 text export, in one Luau VM.
 
-Run: .venv/bin/python -m benchmarks.run [--model PATH] [--data DIR] [--digits N] [--repeat N]
+Run: .venv/bin/python -m benchmarks.run [--model PATH] [--cnn PATH] [--data DIR] [--digits N] [--repeat N]
 
-For each precision of the shipped model, built exactly as `mnistpack build` builds it:
+For each precision of the MLP (the shipped model by default) and of the CNN
+(models/mnist-cnn.keras by default), built exactly as `mnistpack build` builds them:
 module bytes and Luau bytecode bytes; time to compile the module and decode it to ready
 weights (and to build Model from them); memory the decoded weights and the Model hold in
-the VM; time per prediction of Model against the reference forward pass on real test
-digits. The text export is compiled, run and measured the same way. Times are medians of
-`--repeat` runs on this thread's CPU clock (less disturbed by other work on a shared
-machine than the wall clock; on an idle machine the two agree). Writes
-benchmarks/results/bench.json and prints a Markdown table for the README.
+the VM; time per prediction of Model against the reference project's forward pass on
+real test digits. The reference runs the MLP's decoded weights (it only knows dense
+layers): for the CNN's rows too, so each row's ratio is against the same baseline. The
+text export is compiled, run and measured the same way. Times are medians of `--repeat`
+runs on this thread's CPU clock (less disturbed by other work on a shared machine than
+the wall clock; on an idle machine the two agree), Model and reference runs interleaved.
+Writes benchmarks/results/bench.json and prints a Markdown table for the README.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from mnistpack.assets import models_dir
 from mnistpack.build import build, shipped_model, text_export
 from mnistpack.constants import PRECISIONS
 from mnistpack.data import load_test_set, resolve_data_dir
+from mnistpack.keras_model import load_network
 from mnistpack.luau_host import LuauHost, pluau
 from mnistpack.luau_runtime import instance_paths, to_pixels
-from mnistpack.model import load_dense_stack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench.json"
@@ -43,6 +47,7 @@ COMPRESSION: Final = "zstd"
 # Bytecode as Roblox ships it: optimisation level 2, line info, no type info, no coverage.
 COMPILER_SETTINGS: Final = (2, 1, 0, 0)
 TEXT_EXPORT: Final = "text export"
+CNN_MODEL: Final = "mnist-cnn.keras"
 
 # Luau helpers, run once: the Decoder, Model.new, the memory counter, and a timed loop of
 # predictions (Model, or the reference forward pass on the decoded row-major weights).
@@ -189,16 +194,37 @@ class Bench:
         run(weights, self.digits)  # warm up: first touches of fresh tables
         return 1e6 * median_time(lambda: run(weights, self.digits), repeat) / self.count
 
+    def paired_us(self, model: Any, reference: Any, repeat: int) -> tuple[float, float]:
+        """Model and reference per prediction, medians of interleaved runs on the same digits:
+        a busy machine slows both alike, so their ratio holds."""
+        self.run_model(model, self.digits)  # warm up: first touches of fresh tables
+        self.run_reference(reference, self.digits)
+        model_s, reference_s = [], []
+        for _ in range(repeat):
+            for run, arg, times in (
+                (self.run_model, model, model_s),
+                (self.run_reference, reference, reference_s),
+            ):
+                start = time.thread_time()
+                run(arg, self.digits)
+                times.append(time.thread_time() - start)
+        return (
+            1e6 * statistics.median(model_s) / self.count,
+            1e6 * statistics.median(reference_s) / self.count,
+        )
 
-def measure_precision(bench: Bench, name: str, files: Mapping[str, str], repeat: int) -> Row:
+
+def measure_precision(
+    bench: Bench, name: str, files: Mapping[str, str], repeat: int, reference: Any | None = None
+) -> Row:
+    """One row; `reference` holds the weights the reference pass runs (default: these)."""
     load_s = median_time(lambda: bench.decode(bench.compile_and_run(files)), repeat)
     before = bench.used()
     weights = bench.decode(bench.compile_and_run(files))[0]
     after = bench.used()
     model_new_s = median_time(lambda: bench.model_new(weights), repeat)
     model = bench.model_new(weights)[0]
-    reference_us = bench.per_prediction_us(bench.run_reference, weights, repeat)
-    model_us = bench.per_prediction_us(bench.run_model, model, repeat)
+    model_us, reference_us = bench.paired_us(model, reference if reference is not None else weights, repeat)
     weights = None  # drop the decoded tables: what is left is what the Model holds
     with_model = bench.used()
     estimate = int(bench.memory_bytes(model)[0])
@@ -301,19 +327,26 @@ def markdown(rows: list[Row], text: Row) -> list[str]:
     return lines
 
 
-def run(model: Path, data_dir: Path | None, digits: int, repeat: int) -> dict[str, Any]:
+def run(model: Path, cnn: Path | None, data_dir: Path | None, digits: int, repeat: int) -> dict[str, Any]:
     test_set = load_test_set(data_dir)
     if test_set is None:
         raise SystemExit("the benchmark needs MNIST test digits: pass --data DIR or set MNISTPACK_DATA")
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()[0]
-    stack = load_dense_stack(model)
+    stack = load_network(model)
     bench = Bench(test_set[0], digits)
     text = measure_text_export(bench, text_export(stack), repeat)
     rows = []
     for precision in PRECISIONS:
         rows.append(measure_precision(bench, precision, built_files(model, precision), repeat))
         print(f"measured {precision}", flush=True)
+    if cnn is not None:
+        # the reference pass runs the MLP's int8 weights for every CNN row
+        reference = bench.decode(bench.compile_and_run(built_files(model, "int8")))[0]
+        for precision in PRECISIONS:
+            name = f"CNN {precision}"
+            rows.append(measure_precision(bench, name, built_files(cnn, precision), repeat, reference))
+            print(f"measured {name}", flush=True)
     info = machine()
     info["load_average_1min"] = max(load_before, info["load_average_1min"])
     return {
@@ -322,6 +355,7 @@ def run(model: Path, data_dir: Path | None, digits: int, repeat: int) -> dict[st
         "versions": versions(),
         "model": str(model),
         "source_sha256": stack.source_sha256,
+        "cnn": None if cnn is None else str(cnn),
         "digits": bench.count,
         "repeat": repeat,
         "clock": "thread CPU time (time.thread_time), median of repeat runs",
@@ -333,13 +367,23 @@ def run(model: Path, data_dir: Path | None, digits: int, repeat: int) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="Keras model (default: the shipped one)")
+    parser.add_argument("--model", type=Path, default=None, help="Keras MLP (default: the shipped one)")
+    parser.add_argument(
+        "--cnn", type=Path, default=None, help=f"Keras CNN (default: models/{CNN_MODEL}, skipped if missing)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="MNIST folder (default: $MNISTPACK_DATA)")
     parser.add_argument("--digits", type=int, default=500, help="test digits per timed prediction run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per median")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args()
-    result = run(args.model or shipped_model(), resolve_data_dir(args.data), args.digits, args.repeat)
+    cnn = args.cnn or models_dir() / CNN_MODEL
+    result = run(
+        args.model or shipped_model(),
+        cnn if cnn.is_file() else None,
+        resolve_data_dir(args.data),
+        args.digits,
+        args.repeat,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     machine_line = f"{result['machine']['cpu']}, {result['machine']['cores']} cores"

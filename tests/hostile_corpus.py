@@ -367,7 +367,9 @@ def _many_labels(count: int) -> bytes:
 
 def module_files(case: Case, compression: str) -> dict[str, str]:
     """The weights module files (single or split) the packer would write for `case`."""
-    return emit_module(case.data(compression), compression, comment_lines=[f"hostile corpus: {case.name}"])
+    return emit_module(
+        case.data(compression), compression, version=1, comment_lines=[f"hostile corpus: {case.name}"]
+    )
 
 
 def slug(case: Case, compression: str) -> str:

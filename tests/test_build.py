@@ -11,12 +11,19 @@ import numpy as np
 import pytest
 from mnistpack import assets
 from mnistpack import build as build_module
-from mnistpack.build import ACCURACY_SKIPPED, build, dequantize_stack, quantize_stack, summary, text_export
+from mnistpack.build import (
+    ACCURACY_SKIPPED,
+    build,
+    dequantize_network,
+    quantize_network,
+    summary,
+    text_export,
+)
 from mnistpack.compression import decompress
 from mnistpack.container import Container, unpack
 from mnistpack.data import PixelCounts
 from mnistpack.errors import ModelError, OptionError, OutputError
-from mnistpack.model import DenseStack, dense_stack_from_arrays
+from mnistpack.model import Network, dense_stack_from_arrays
 from mnistpack.module_reader import read_module
 from mnistpack.quantize import dequantize
 
@@ -48,7 +55,7 @@ def decode(path: Path) -> Container:
     return unpack(decompress(blob, compression))
 
 
-def stack() -> DenseStack:
+def stack() -> Network:
     return dense_stack_from_arrays(random_arrays(), source_sha256="cd" * 32)
 
 
@@ -59,13 +66,13 @@ def counts_lighting(lit: list[int], images: int = 1000) -> PixelCounts:
     return PixelCounts(lit=counts, images=images)
 
 
-# --- quantize_stack --------------------------------------------------------------------
+# --- quantize_network --------------------------------------------------------------------
 
 
 def test_pruning_zeroes_exactly_the_rarely_lit_inputs_of_the_first_layer() -> None:
     # threshold 0.01 of 1000 images: pixels lit in fewer than 10 images go
     counts = counts_lighting([0, 9, 10, 11, 1000, 3])
-    container = quantize_stack(stack(), "float32", prune_threshold=0.01, pixel_counts=counts)
+    container = quantize_network(stack(), "float32", prune_threshold=0.01, pixel_counts=counts)
     first = dequantize(container.tensors[0])
     original = stack().layers[0].weight
     assert not first[:, [0, 1, 5]].any()
@@ -76,7 +83,7 @@ def test_pruning_zeroes_exactly_the_rarely_lit_inputs_of_the_first_layer() -> No
     )  # later layers untouched
     assert container.meta["pruning"] == {"threshold": 0.01, "inputs_zeroed": 3}
     assert (
-        quantize_stack(stack(), "int8", prune_threshold=0.0, pixel_counts=counts).meta["pruning"][
+        quantize_network(stack(), "int8", prune_threshold=0.0, pixel_counts=counts).meta["pruning"][
             "inputs_zeroed"
         ]
         == 0
@@ -84,7 +91,7 @@ def test_pruning_zeroes_exactly_the_rarely_lit_inputs_of_the_first_layer() -> No
 
 
 def test_quantize_stack_names_meta_and_bias_precision() -> None:
-    container = quantize_stack(stack(), "int4", prune_threshold=0.001, pixel_counts=counts_lighting([]))
+    container = quantize_network(stack(), "int4", prune_threshold=0.001, pixel_counts=counts_lighting([]))
     assert [(t.name, t.precision, t.shape) for t in container.tensors] == [
         ("dense1.weight", "int4", (HIDDEN, 784)),
         ("dense1.bias", "float32", (HIDDEN,)),
@@ -103,13 +110,13 @@ def test_quantize_stack_names_meta_and_bias_precision() -> None:
 
 
 def test_int8_uses_one_scale_per_tensor() -> None:
-    container = quantize_stack(stack(), "int8", prune_threshold=0.0, pixel_counts=counts_lighting([]))
+    container = quantize_network(stack(), "int8", prune_threshold=0.0, pixel_counts=counts_lighting([]))
     assert [len(t.scales) for t in container.tensors] == [1, 0, 1, 0]
 
 
 def test_dequantize_stack_is_what_the_decoders_rebuild() -> None:
-    container = quantize_stack(stack(), "int4", prune_threshold=0.0, pixel_counts=counts_lighting([]))
-    rebuilt = dequantize_stack(container)
+    container = quantize_network(stack(), "int4", prune_threshold=0.0, pixel_counts=counts_lighting([]))
+    rebuilt = dequantize_network(container)
     for layer, weight in zip(rebuilt.layers, (container.tensors[0], container.tensors[2]), strict=True):
         assert np.array_equal(layer.weight, dequantize(weight))
     assert [layer.activation for layer in rebuilt.layers] == ["relu", "softmax"]
@@ -290,7 +297,7 @@ def test_build_ships_the_calibration_of_the_models_note(
     container = decode(tmp_path / "out" / "MnistWeights.luau")
     # header floats are float32 (FORMAT.md section 3)
     assert container.meta["calibration"] == {"temperature": 1.75, "sure_threshold": float(np.float32(0.9))}
-    assert dequantize_stack(container).temperature == 1.75
+    assert dequantize_network(container).temperature == 1.75
 
 
 @pytest.mark.parametrize(

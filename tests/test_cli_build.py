@@ -13,14 +13,15 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from mnistpack.build import dequantize_stack
+from mnistpack.build import dequantize_network
 from mnistpack.cli import app
 from mnistpack.compression import compress, decompress
 from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
 from mnistpack.data import Mnist
+from mnistpack.keras_model import load_network
 from mnistpack.luau_emit import emit_module
-from mnistpack.model import import_keras, load_dense_stack
+from mnistpack.model import import_keras
 from mnistpack.module_reader import read_module
 from typer.testing import CliRunner, Result
 
@@ -146,9 +147,9 @@ def test_inspect_prints_header_checksum_and_meta(
 
 def test_inspect_reads_a_split_module(tmp_path: Path) -> None:
     raw = (GOLDEN / "int8_per_row.mnpk").read_bytes()
-    padded = emit_module(raw + bytes(300_000), "none", comment_lines=["c"])  # big enough to split
+    padded = emit_module(raw + bytes(300_000), "none", version=1, comment_lines=["c"])  # big enough to split
     assert "MnistWeights/Part2.luau" in padded
-    files = emit_module(compress(raw, "zstd"), "zstd", comment_lines=["c"])
+    files = emit_module(compress(raw, "zstd"), "zstd", version=1, comment_lines=["c"])
     for relative, text in {**files, **{k: v for k, v in padded.items() if "/" in k}}.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
@@ -172,7 +173,9 @@ def _damaged_modules(tmp_path: Path) -> dict[str, Path]:
         return b"MNPK" + body + struct.pack("<I", zlib.crc32(body))
 
     def module(blob: bytes, compression: str = "none") -> str:
-        return emit_module(blob, compression, comment_lines=["damaged on purpose"])["MnistWeights.luau"]
+        return emit_module(blob, compression, version=1, comment_lines=["damaged on purpose"])[
+            "MnistWeights.luau"
+        ]
 
     flipped = bytearray(raw)
     flipped[-10] ^= 1
@@ -225,7 +228,7 @@ def module_bytes(out: Path) -> int:
 def predictions(out: Path, images: np.ndarray) -> np.ndarray:
     path = out / "MnistWeights.luau" if (out / "MnistWeights.luau").exists() else out / "MnistWeights"
     compression, blob = read_module(path)
-    outputs = dequantize_stack(unpack(decompress(blob, compression))).predict(images)
+    outputs = dequantize_network(unpack(decompress(blob, compression))).predict(images)
     return np.asarray(outputs.argmax(axis=1))
 
 
@@ -233,7 +236,7 @@ def test_shipped_model_meets_the_size_and_accuracy_targets(
     shipped_builds: dict[str, Path], mnist_data: Mnist
 ) -> None:
     images, labels = mnist_data.test_images, mnist_data.test_labels
-    reference = load_dense_stack(SHIPPED_MODEL).predict(images).argmax(axis=1)
+    reference = load_network(SHIPPED_MODEL).predict(images).argmax(axis=1)
     float32_accuracy = float((reference == labels).mean())
     predicted = {precision: predictions(out, images) for precision, out in shipped_builds.items()}
     accuracy = {precision: float((p == labels).mean()) for precision, p in predicted.items()}

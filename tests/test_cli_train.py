@@ -14,7 +14,7 @@ import pytest
 from mnistpack import __version__, train
 from mnistpack.cli import EXIT_ERROR, EXIT_INTERRUPTED, app
 from mnistpack.data import TEST_IMAGES, pixel_counts_from_json
-from mnistpack.model import load_dense_stack
+from mnistpack.keras_model import load_network
 from typer.testing import CliRunner
 
 from tests.test_data import write_idx_dir
@@ -42,7 +42,7 @@ def test_train_end_to_end(mnist_dir: Path, tmp_path: Path) -> None:
     assert "epoch  1/2" in result.stdout and "epoch  2/2" in result.stdout
     assert "test accuracy" in result.stdout and f"saved {out}" in result.stdout
     # Trained with Dropout, saved without: the file is a plain Dense stack.
-    stack = load_dense_stack(out)
+    stack = load_network(out)
     assert [layer.weight.shape for layer in stack.layers] == [(8, 784), (10, 8)]
     note = json.loads(out.with_suffix(".json").read_text())
     assert note["model_sha256"] == stack.source_sha256
@@ -65,6 +65,20 @@ def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> Non
     args = ["train", "--player-copies", "0", "--warp-copies", "3", "--cache", "cache"]
     assert runner.invoke(app, args).exit_code == 0
     assert (seen["config"].player_copies, seen["config"].warp_copies, seen["cache"]) == (0, 3, Path("cache"))
+
+
+def test_arch_cnn_reaches_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(train, "run_train", lambda **kwargs: seen.update(kwargs))
+    result = runner.invoke(app, ["train", "--arch", "cnn", "--epochs", "5"])
+    assert result.exit_code == 0, result.output
+    assert seen["out"] == Path("models/mnist-cnn.keras")
+    config = seen["config"]
+    assert (config.arch, config.max_epochs, config.jitter is not None) == ("cnn", 5, True)
+
+
+def test_unknown_arch_is_one_line() -> None:
+    assert_one_error_line(runner.invoke(app, ["train", "--arch", "vit"]), EXIT_ERROR, "unknown --arch 'vit'")
 
 
 def test_missing_data_folder_is_one_line(tmp_path: Path) -> None:

@@ -129,3 +129,21 @@ def test_compare_without_a_test_set_says_what_to_do(tiny: tuple[Path, Path], tmp
     assert result.exit_code == 1
     assert "error: No MNIST test set in" in result.output
     assert not (tmp_path / "compare.json").exists()
+
+
+def test_compare_covers_a_convolutional_model(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    from mnistpack.architectures import CnnSpec, cnn, glorot_init
+    from mnistpack.model import import_keras
+
+    _, data = tiny
+    keras = import_keras()
+    model = cnn(keras, CnnSpec(channels=(4, 6), hidden=8))
+    glorot_init(keras, model, seed=2)
+    model.save(tmp_path / "cnn.keras")
+    report = compare(model=tmp_path / "cnn.keras", data_dir=data, luau=True)
+    assert [r.precision for r in report.results] == list(PRECISIONS)
+    for r in report.results:
+        assert r.max_probability_difference is not None and r.max_probability_difference < 1e-5
+        assert r.luau_accuracy == r.python_accuracy
+    sizes = [r.module_bytes for r in report.results]
+    assert sizes == sorted(sizes, reverse=True)

@@ -88,7 +88,7 @@ def test_golden_files_are_pinned(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("variant", sorted(make_golden.VARIANTS))
+@pytest.mark.parametrize("variant", sorted([*make_golden.VARIANTS, *make_golden.CNN_VARIANTS]))
 def test_golden_files_decode_to_the_expected_values(variant: str) -> None:
     expected = json.loads((GOLDEN / "expected.json").read_text())[variant]
     raw = (GOLDEN / f"{variant}.mnpk").read_bytes()
@@ -96,11 +96,20 @@ def test_golden_files_decode_to_the_expected_values(variant: str) -> None:
         compression, blob = read_module(GOLDEN / f"{variant}{suffix}")
         assert decompress(blob, compression) == raw
     container = unpack(raw)
+    assert container.version() == (2 if variant in make_golden.CNN_VARIANTS else 1)
     tensors = {t.name: t for t in container.tensors}
     for layer, want in zip(container.layers, expected, strict=True):
-        assert layer.activation == want["activation"]
+        described = {key: value for key, value in layer.to_map().items() if key not in ("weight", "bias")}
+        assert described == {key: value for key, value in want.items() if key not in ("W", "b")} | {
+            "kind": layer.kind
+        }
         for key, name in (("W", layer.weight), ("b", layer.bias)):
+            if not name:
+                assert key not in want
+                continue
             got = dequantize(tensors[name]).astype(np.float64)
+            if key == "W":  # a kernel's rows: one per output channel
+                got = got.reshape(len(got), -1)
             assert np.array_equal(got, np.array(want[key]))
             assert np.array_equal(np.signbit(got), np.signbit(np.array(want[key])))
 
@@ -207,7 +216,8 @@ def test_framing_errors() -> None:
     cases: list[tuple[bytes, str]] = [
         (raw[:13], "at least 14 bytes"),
         (b"PK\x03\x04" + raw[4:], "expected magic"),
-        (raw_container(header, payload, version=2), "format version 2; this mnistpack reads version 1"),
+        (raw_container(header, payload, version=3), "format version 3; this mnistpack reads versions 1 to 2"),
+        (raw_container(header, payload, version=0), "format version 0; this mnistpack reads versions 1 to 2"),
         (raw[:6] + struct.pack("<I", 0) + raw[10:], "header length must be 1 to"),
         (raw[:6] + struct.pack("<I", MAX_HEADER_BYTES + 1) + raw[10:], "header length must be 1 to"),
         (raw[:6] + struct.pack("<I", len(raw)) + raw[10:], "only .* precede the CRC"),
@@ -267,9 +277,10 @@ HEADER_RULES: list[tuple[str, Mutation, type[FormatError], str]] = [
     ("missing tensor", _set("layers.0.bias", "nope"), HeaderError, "does not exist"),
     ("tensor used twice", _set("layers.1.bias", "dense1.bias"), HeaderError, "already used"),
     ("labels count", _set("meta.labels", ["0", "1", "2"]), ShapeError, "3 labels for 2 outputs"),
-    ("input size", _set("meta.input.shape", [2, 3]), ShapeError, r"shape \[out, 6\]"),
+    ("input size", _set("meta.input.shape", [2, 3]), ShapeError, r"takes 4 inputs, the layer gets \[2, 3\]"),
     ("range ints", _set("meta.input.range", [0, 1]), HeaderError, "two floats"),
-    ("no pruning", _set("meta.pruning", KeyError), HeaderError, "no 'pruning'"),
+    ("pruning threshold", _set("meta.pruning.threshold", KeyError), HeaderError, "no 'threshold'"),
+    ("kind of version 2", _set("layers.0.kind", "conv2d"), HeaderError, "version 1 holds only dense layers"),
     ("accuracy", _set("meta.accuracy", {"correct": 3, "total": 2}), HeaderError, "correct <= total"),
     (
         "zero temperature",
@@ -304,7 +315,8 @@ HEADER_RULES: list[tuple[str, Mutation, type[FormatError], str]] = [
         "starts at payload offset 3; the previous tensor ends at 12",
     ),
     ("length", _set("tensors.1.length", 16), ShapeError, "takes 12 bytes, the header says 16"),
-    ("3-D", _set("tensors.0.shape", [3, 4, 1]), ShapeError, "cannot have shape"),
+    ("3-D", _set("tensors.0.shape", [3, 4, 1]), ShapeError, "weight must have 2 dimensions"),
+    ("5-D", _set("tensors.0.shape", [3, 4, 1, 1, 1]), ShapeError, "cannot have shape"),
     ("1-D int8", _set("tensors.0.shape", [12]), ShapeError, "cannot have shape"),
     ("zero dim", _set("tensors.1.shape", [0]), ShapeError, "from 1 to 65536"),
     ("huge dims", _set("tensors.0.shape", [65536, 65536]), ShapeError, "exceeds 16777216 elements"),
@@ -320,6 +332,84 @@ def test_header_rules(name: str, mutate: Mutation, error: type[FormatError], mes
     mutate(header)
     with pytest.raises(error, match=message):
         unpack(raw_container(header, payload))
+
+
+def _both(first: Mutation, second: Mutation) -> Mutation:
+    def mutate(header: dict[str, Any]) -> None:
+        first(header)
+        second(header)
+
+    return mutate
+
+
+def _drop_layers(start: int, stop: int) -> Mutation:
+    def mutate(header: dict[str, Any]) -> None:
+        header["layers"] = header["layers"][:start] + header["layers"][stop:]
+
+    return mutate
+
+
+# Version 2: on tests/golden/cnn_int8.mnpk, whose layers are conv2d, maxpool2d, conv2d,
+# avgpool2d, global_avgpool2d, flatten, dense, dense on a [6, 6, 2] input.
+CNN_HEADER_RULES: list[tuple[str, Mutation, type[FormatError], str]] = [
+    ("zero stride", _set("layers.0.strides", [0, 1]), ShapeError, "strides must be two integers from 1"),
+    ("three strides", _set("layers.2.strides", [1, 1, 1]), ShapeError, "strides must be two integers"),
+    ("float stride", _set("layers.2.strides", [1.0, 1]), ShapeError, "strides must be two integers"),
+    ("no strides", _set("layers.0.strides", KeyError), HeaderError, "no 'strides'"),
+    ("no padding", _set("layers.1.padding", KeyError), HeaderError, "no 'padding'"),
+    ("unknown padding", _set("layers.0.padding", "full"), HeaderError, "padding must be one of valid, same"),
+    ("no pool size", _set("layers.3.pool_size", KeyError), HeaderError, "no 'pool_size'"),
+    ("zero pool", _set("layers.3.pool_size", [2, 0]), ShapeError, "pool_size must be two integers"),
+    ("window too big", _set("layers.1.pool_size", [7, 7]), ShapeError, "7x7 window .* does not fit the 6x6"),
+    (
+        "kernel too big",
+        _both(_set("meta.input.shape", [2, 6, 2]), _set("layers.0.padding", "valid")),
+        ShapeError,
+        "3x3 window .* does not fit the 2x6",
+    ),
+    ("channels", _set("meta.input.shape", [6, 6, 3]), ShapeError, "takes 2 channels, the input .* has 3"),
+    ("image as vector", _set("meta.input.shape", [72]), ShapeError, r"needs a 3-D \[H, W, C\] input"),
+    ("absurd input", _set("meta.input.shape", [65536, 65536, 2]), ShapeError, "more than 1,048,576"),
+    ("softmax image", _set("layers.0.activation", "softmax"), ShapeError, "softmax needs a 1-D output"),
+    ("dense on image", _drop_layers(4, 6), ShapeError, "dense layer needs a 1-D input"),
+    ("kernel 2-D", _set("tensors.0.shape", [4, 18]), ShapeError, "weight must have 4 dimensions"),
+    ("dense 4-D", _set("tensors.4.shape", [5, 3, 1, 1]), ShapeError, "weight must have 2 dimensions"),
+    ("conv without weight", _set("layers.0.weight", KeyError), HeaderError, "no 'weight'"),
+    ("pool with activation", _set("layers.1.activation", "gelu"), None, ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate", "error", "message"), CNN_HEADER_RULES, ids=[r[0] for r in CNN_HEADER_RULES]
+)
+def test_version_2_header_rules(
+    name: str, mutate: Mutation, error: type[FormatError] | None, message: str
+) -> None:
+    header, payload = split((GOLDEN / "cnn_int8.mnpk").read_bytes())
+    mutate(header)
+    if error is None:  # keys a kind does not use are unknown keys: ignored
+        assert unpack(raw_container(header, payload, version=2)).layers[1].activation == ""
+        return
+    with pytest.raises(error, match=message):
+        unpack(raw_container(header, payload, version=2))
+
+
+def test_version_1_prefix_holds_only_dense_layers() -> None:
+    header, payload = split((GOLDEN / "cnn_int8.mnpk").read_bytes())
+    header["format_version"] = 1
+    with pytest.raises(HeaderError, match="layer 0: format version 1 holds only dense layers, found conv2d"):
+        unpack(raw_container(header, payload, version=1))
+
+
+def test_a_dense_first_layer_reads_an_input_of_any_rank() -> None:
+    header, payload = split((GOLDEN / "int8.mnpk").read_bytes())
+    header["meta"]["input"]["shape"] = [1, 1, 2, 1, 2]  # 4 values, as the first layer takes
+    assert unpack(raw_container(header, payload)).meta["input"]["shape"] == [1, 1, 2, 1, 2]
+
+
+def test_dense_networks_are_written_as_version_1() -> None:
+    assert pack(dense_container([784, 16, 10], "int8"))[4:6] == b"\x01\x00"
+    assert (GOLDEN / "cnn_int8.mnpk").read_bytes()[4:6] == b"\x02\x00"
 
 
 def test_payload_longer_than_the_tensors() -> None:

@@ -451,7 +451,7 @@ def test_a_digit_drawn_while_loading_is_predicted_once_ready() -> None:
 
 # --- the real thing: Decoder, Model and the shipped model --------------------------------------
 
-SHIPPED_MODEL = ROOT / "models" / "mnist256.keras"
+SHIPPED_MODELS = {"mlp": ROOT / "models" / "mnist256.keras", "cnn": ROOT / "models" / "mnist-cnn.keras"}
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float, points: int = 16) -> list[tuple[float, float]]:
@@ -470,19 +470,21 @@ DIGITS: dict[str, Sequence[Stroke]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def shipped_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=sorted(SHIPPED_MODELS))
+def shipped_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The int8 module of each shipped model: the client works the same with either."""
     missing = [
         p.name for p in (ROOT / "luau" / "Decoder.luau", ROOT / "luau" / "Model.luau") if not p.is_file()
     ]
     if missing:
         pytest.skip(f"the Luau runtime is not complete yet ({', '.join(missing)} missing)")
-    if not SHIPPED_MODEL.is_file():
-        pytest.skip(f"no shipped model at {SHIPPED_MODEL} yet")
+    model = SHIPPED_MODELS[request.param]
+    if not model.is_file():
+        pytest.skip(f"no shipped model at {model} yet")
     from mnistpack.build import build
 
     out = tmp_path_factory.mktemp("weights")
-    build(model=SHIPPED_MODEL, precision="int8", out_dir=out, compression="zstd", data_dir=None)
+    build(model=model, precision="int8", out_dir=out, compression="zstd", data_dir=None)
     return out
 
 

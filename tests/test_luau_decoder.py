@@ -86,7 +86,7 @@ def test_split_module_of_a_full_size_model_decodes(tmp_path: Path) -> None:
     ]
     biases = [rng.normal(0, 0.1, 256).astype(np.float32), rng.normal(0, 0.1, 10).astype(np.float32)]
     packed = pack_layers(weights, biases, "float32", ["relu", "softmax"], input_shape=[28, 28])
-    files = emit_module(compress(packed.container, "zstd"), "zstd", comment_lines=["split test"])
+    files = emit_module(compress(packed.container, "zstd"), "zstd", version=1, comment_lines=["split test"])
     assert len(files) > 2, "expected a split module"
     for relpath, source in files.items():
         path = tmp_path / relpath
@@ -230,19 +230,20 @@ def golden_cases() -> list[tuple[str, str]]:
     return [(variant, suffix) for variant in golden_expected() for suffix in (".luau", ".none.luau", ".mnpk")]
 
 
-def expected_packed(layers: list[dict[str, Any]]) -> Packed:
-    """expected.json's layers in DECODE_CHUNK's flat order."""
+def expected_packed(layers: list[dict[str, Any]], container: bytes) -> Packed:
+    """expected.json's values in DECODE_CHUNK's flat order, shapes as Python's decoder gives them."""
     flat = b"".join(
-        np.array([v for row in layer["W"] for v in row] + layer["b"], "<f8").tobytes() for layer in layers
+        np.array([v for row in layer["W"] for v in row] + layer["b"], "<f8").tobytes()
+        for layer in layers
+        if "W" in layer
     )
-    shapes = ",".join(f"{len(layer['W'])}x{len(layer['W'][0])}" for layer in layers)
-    return Packed(b"", flat, shapes, ",".join(layer["activation"] for layer in layers))
+    activations = ",".join(layer.get("activation", "linear") for layer in layers)
+    return Packed(b"", flat, python_flat(container)[1], activations)
 
 
 @pytest.mark.parametrize(("variant", "suffix"), golden_cases())
 def test_golden_file_decodes_to_the_expected_values(variant: str, suffix: str) -> None:
     path = GOLDEN / (variant + suffix)
-    expected = expected_packed(golden_expected()[variant])
     if suffix == ".mnpk":
         container = path.read_bytes()
         host = LuauHost()
@@ -252,9 +253,26 @@ def test_golden_file_decodes_to_the_expected_values(variant: str, suffix: str) -
         container = decompress(blob, compression)
         host = LuauHost(extra={"MnistWeights": path.read_text()})
         module = host.run("return require(root.MnistWeights)")[0]
+    expected = expected_packed(golden_expected()[variant], container)
     # Python's decoder agrees with expected.json, so Luau is checked against both
     assert python_flat(container) == (expected.flat, expected.shapes, expected.activations)
     assert_decodes_to(decode(host, module), expected)
+
+
+def test_version_2_layers_come_back_with_their_kind_window_and_shapes() -> None:
+    host = LuauHost(extra={"MnistWeights": (GOLDEN / "cnn_int8.luau").read_text()})
+    _, _, shapes, activations = decode(host, host.run("return require(root.MnistWeights)")[0])
+    assert shapes.split(",") == [
+        "4x18 conv2d 3x3/1x1 same 6x6x2>6x6x4",
+        " maxpool2d 2x2/2x2 valid 6x6x4>3x3x4",
+        "3x16 conv2d 2x2/2x2 same 3x3x4>2x2x3",
+        " avgpool2d 2x2/1x1 same 2x2x3>2x2x3",
+        " global_avgpool2d 1x1/1x1 valid 2x2x3>3",
+        " flatten 1x1/1x1 valid 3>3",
+        "5x3",
+        "2x5",
+    ]
+    assert activations == "relu,linear,linear,linear,linear,linear,tanh,softmax"
 
 
 def test_every_precision_has_golden_files() -> None:
@@ -288,8 +306,9 @@ def test_newer_version_says_which_it_found_and_which_it_reads(host: LuauHost) ->
     [
         ({"format": "other"}, 'expected format = "mnistpack", found the string "other"'),
         ({"format": None}, 'expected format = "mnistpack", found nothing'),
-        ({"version": 0}, "expected version = 1 (a number), found the number 0"),
-        ({"version": "1"}, 'expected version = 1 (a number), found the string "1"'),
+        ({"version": 0}, "expected version = 1 to 2 (a number), found the number 0"),
+        ({"version": "1"}, 'expected version = 1 to 2 (a number), found the string "1"'),
+        ({"version": 1.5}, "expected version = 1 to 2 (a number), found the number 1.5"),
         ({"compression": "lz4"}, 'expected compression to be one of zstd, none, found the string "lz4"'),
         ({"data": 5}, "expected data to be a string, found the number 5"),
         ({"data": True}, "expected data to be a string, found the boolean true"),
@@ -333,9 +352,7 @@ def test_max_bytes_caps_the_container(host: LuauHost, compression: str) -> None:
 # --- containers with valid CRC and bad content ---------------------------------------
 
 
-def build_container(
-    header: Any, payload: bytes, version: int = FORMAT_VERSION, raw_header: bytes | None = None
-) -> bytes:
+def build_container(header: Any, payload: bytes, version: int = 1, raw_header: bytes | None = None) -> bytes:
     """A container with a correct CRC around any header, as a hostile packer could write it."""
     header_bytes = raw_header if raw_header is not None else msgpack.packb(header, use_single_float=True)
     body = struct.pack("<HI", version, len(header_bytes)) + header_bytes + payload
@@ -357,11 +374,12 @@ def test_checks_in_container_order(host: LuauHost) -> None:
     assert_fails(decode_container(host, container[:13]), "container", "expected at least 14 bytes, found 13")
     assert_fails(decode_container(host, b"MNPQ" + container[4:]), "container", "found 4D 4E 50 51")
     header, payload = split_container(container)
-    assert_fails(
-        decode_container(host, build_container(header, payload, version=2)),
-        "container",
-        "found format version 2, but this decoder reads version 1",
-    )
+    for version in (0, 3):
+        assert_fails(
+            decode_container(host, build_container(header, payload, version=version)),
+            "container",
+            f"found format version {version}, but this decoder reads versions 1 to 2",
+        )
     damaged = bytearray(container)
     damaged[-10] ^= 1
     assert_fails(decode_container(host, bytes(damaged)), "crc", "damaged")
@@ -529,7 +547,13 @@ def test_inconsistent_offsets_lengths_and_shapes_are_refused(
             "header",
             "meta.input.layout to be a string, found 5",
         ),
-        (lambda h: h["meta"].pop("pruning"), "header", "meta.pruning to be a map, found nothing"),
+        (lambda h: h["meta"].update(pruning=[]), "header", "meta.pruning to be a map, found an array of 0"),
+        (lambda h: h["meta"]["pruning"].pop("threshold"), "header", "meta.pruning.threshold to be a float"),
+        (
+            lambda h: h["layers"][0].update(kind="conv2d"),
+            "header",
+            "dense, the only kind format version 1 holds",
+        ),
         (lambda h: h["meta"].update(accuracy={"correct": 5, "total": 4}), "header", "meta.accuracy.correct"),
         (
             lambda h: h["meta"].update(calibration={"temperature": -1.0, "sure_threshold": 0.5}),
@@ -558,6 +582,103 @@ def test_header_rule_violations(host: LuauHost, edit: Any, stage: str, fragment:
     with pytest.raises(FormatError):
         python_flat(container)
     assert_fails(decode_container(host, container), stage, fragment)
+
+
+@pytest.mark.parametrize(
+    ("edit", "stage", "fragment"),
+    [
+        (
+            lambda h: h["layers"][0].update(strides=[0, 1]),
+            "shape",
+            "layers[1].strides to be two integers from 1",
+        ),
+        (lambda h: h["layers"][2].update(strides=[1, 1, 1]), "shape", "layers[3].strides to be two integers"),
+        (
+            lambda h: h["layers"][0].pop("strides"),
+            "header",
+            "layers[1].strides to be an array of two integers",
+        ),
+        (
+            lambda h: h["layers"][1].update(padding="full"),
+            "header",
+            "layers[2].padding to be one of valid, same",
+        ),
+        (
+            lambda h: h["layers"][3].update(pool_size=[2, 0]),
+            "shape",
+            "layers[4].pool_size to be two integers",
+        ),
+        (lambda h: h["layers"][1].update(pool_size=[7, 7]), "shape", "7x7 window of layers[2] (maxpool2d"),
+        (
+            lambda h: h["meta"]["input"].update(shape=[6, 6, 3]),
+            "shape",
+            "to take the 3 channels of its input",
+        ),
+        (
+            lambda h: h["meta"]["input"].update(shape=[72]),
+            "shape",
+            "layers[1] (conv2d) to get an [H, W, C] image",
+        ),
+        (
+            lambda h: h["meta"]["input"].update(shape=[1, 1, 6, 6]),
+            "shape",
+            "layers[1] (conv2d) to get an [H, W, C] image",
+        ),
+        (lambda h: h["meta"]["input"].update(shape=[65536, 65536, 2]), "shape", "at most 1048576 values"),
+        (
+            lambda h: h["layers"][0].update(activation="softmax"),
+            "shape",
+            "to give a vector before its softmax",
+        ),
+        (lambda h: h.update(layers=h["layers"][:4] + h["layers"][6:]), "shape", "(dense) to get a vector"),
+        (lambda h: h["tensors"][0].update(shape=[4, 18]), "shape", 'weight of layers[1] ("conv1.weight")'),
+        (lambda h: h["tensors"][0].update(shape=[4, 3, 3, 2, 1]), "shape", "to have 1 to 4 dimensions"),
+        (lambda h: h["tensors"][0].update(shape=[65536] * 4), "shape", "at most 16777216 elements"),
+        (lambda h: h["layers"][0].pop("weight"), "header", "layers[1].weight to be a string"),
+    ],
+)
+def test_version_2_header_rule_violations(host: LuauHost, edit: Any, stage: str, fragment: str) -> None:
+    header, payload = split_container((GOLDEN / "cnn_int8.mnpk").read_bytes())
+    edit(header)
+    container = build_container(header, payload, version=2)
+    with pytest.raises(FormatError):
+        python_flat(container)
+    assert_fails(decode_container(host, container), stage, fragment)
+
+
+def test_multiply_adds_are_capped_before_anything_is_allocated(host: LuauHost) -> None:
+    # a 1x1 convolution from 256 to 2048 channels over 64x64 positions: 2^31 multiply-adds
+    # from 2 MB of int8 kernel, each of 4096 positions holding a legal 256 + 2048 values
+    header, payload = split_container((GOLDEN / "cnn_int8.mnpk").read_bytes())
+    kernel = bytes(2048 * 256)
+    header["tensors"] = [
+        {
+            "name": "k",
+            "precision": "int8",
+            "shape": [2048, 1, 1, 256],
+            "offset": 0,
+            "length": len(kernel),
+            "scales": [1.0],
+        },
+        {"name": "b", "precision": "float32", "shape": [2048], "offset": len(kernel), "length": 8192},
+    ]
+    header["layers"] = [
+        {
+            "kind": "conv2d",
+            "activation": "relu",
+            "weight": "k",
+            "bias": "b",
+            "strides": [1, 1],
+            "padding": "valid",
+        },
+        {"kind": "global_avgpool2d"},
+    ]
+    header["meta"]["input"]["shape"] = [16, 16, 256]
+    header["meta"]["labels"] = [str(i) for i in range(2048)]
+    container = build_container(header, kernel + bytes(8192), version=2)
+    with pytest.raises(FormatError, match="multiply-adds"):
+        python_flat(container)
+    assert_fails(decode_container(host, container), "shape", "at most 67108864 multiply-adds per input")
 
 
 def test_header_that_is_not_a_map(host: LuauHost) -> None:

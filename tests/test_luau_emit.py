@@ -29,11 +29,13 @@ def single_source_length(blob_size: int) -> int:
     """Length the one-file module would have (emit_module's own choice is under test)."""
     text = base64.b64encode(bytes(blob_size)).decode()
     lines = -(-len(text) // BASE64_LINE_CHARS)
-    return len(emit_module(b"", "zstd", comment_lines=["c"])["MnistWeights.luau"]) + len(text) + lines
+    return (
+        len(emit_module(b"", "zstd", version=1, comment_lines=["c"])["MnistWeights.luau"]) + len(text) + lines
+    )
 
 
 def test_small_module_text_is_exactly_format_md_section_5() -> None:
-    files = emit_module(b"\x00\x01\x02\xff", "none", comment_lines=["first line", "do not edit"])
+    files = emit_module(b"\x00\x01\x02\xff", "none", version=1, comment_lines=["first line", "do not edit"])
     assert files == {
         "MnistWeights.luau": "-- first line\n"
         "-- do not edit\n"
@@ -50,7 +52,7 @@ def test_small_module_text_is_exactly_format_md_section_5() -> None:
 
 def test_lines_are_960_characters() -> None:
     blob = os.urandom(5000)
-    (source,) = emit_module(blob, "zstd", comment_lines=[]).values()
+    (source,) = emit_module(blob, "zstd", version=1, comment_lines=[]).values()
     data = source.split("[[\n", 1)[1].split("]]", 1)[0]
     lines = data.split("\n")
     assert lines[-1] == ""  # every line, the last included, ends with a newline
@@ -64,16 +66,16 @@ def test_split_exactly_when_one_file_would_exceed_the_limit() -> None:
     while single_source_length(size + 1) <= MAX_SOURCE_CHARS:
         size += 1
     assert single_source_length(size) <= MAX_SOURCE_CHARS < single_source_length(size + 1)
-    just_fits = emit_module(bytes(size), "zstd", comment_lines=["c"])
+    just_fits = emit_module(bytes(size), "zstd", version=1, comment_lines=["c"])
     assert list(just_fits) == ["MnistWeights.luau"]
     assert len(just_fits["MnistWeights.luau"]) == single_source_length(size)
-    too_big = emit_module(bytes(size + 1), "zstd", comment_lines=["c"])
+    too_big = emit_module(bytes(size + 1), "zstd", version=1, comment_lines=["c"])
     assert list(too_big) == ["MnistWeights/init.luau", "MnistWeights/Part1.luau", "MnistWeights/Part2.luau"]
 
 
 def test_split_parts_hold_whole_lines_under_the_limit() -> None:
     blob = os.urandom(700_000)
-    files = emit_module(blob, "zstd", comment_lines=["c"])
+    files = emit_module(blob, "zstd", version=1, comment_lines=["c"])
     parts = [files[f"MnistWeights/Part{k}.luau"] for k in range(1, len(files))]
     assert len(parts) == 5
     for source in files.values():
@@ -88,7 +90,7 @@ def test_split_parts_hold_whole_lines_under_the_limit() -> None:
 @pytest.mark.parametrize("size", [10, 700_000])
 def test_luau_require_gives_the_table_without_decoding(tmp_path: Path, size: int) -> None:
     blob = os.urandom(size)
-    files = emit_module(blob, "zstd", comment_lines=["c"])
+    files = emit_module(blob, "zstd", version=1, comment_lines=["c"])
     write_files(tmp_path, files)
     if "MnistWeights.luau" in files:
         host = LuauHost(extra={"MnistWeights": files["MnistWeights.luau"]})
@@ -104,4 +106,4 @@ def test_luau_require_gives_the_table_without_decoding(tmp_path: Path, size: int
 def test_comment_lines_must_be_single_ascii_lines() -> None:
     for bad in ("two\nlines", "caf\u00e9"):
         with pytest.raises(ValueError, match="one ASCII line"):
-            emit_module(b"x", "none", comment_lines=[bad])
+            emit_module(b"x", "none", version=1, comment_lines=[bad])

@@ -1,12 +1,13 @@
 """Issue 6: mutated modules through the Luau decoder, each under a VM time limit.
 
-Every case must end in the exact weights it should give (the original ones, or for a
-container that is still valid after the mutation, what Python's decoder reads from it)
-or in an error whose message is `mnistpack: <stage>: ...` with a known stage: zero hangs,
-zero VM crashes, zero wrong weights. Mutations hit every layer and region: the base64
-text, the zstd frame, the container's magic, version, header length, header, payload and
-CRC (with the CRC left stale or recomputed), random garbage, and msgpack headers that are
-valid msgpack but wrong in meaning.
+The bases are small dense stacks (format version 1) and small convolutional networks with
+every layer kind (version 2). Every case must end in the exact weights it should give
+(the original ones, or for a container that is still valid after the mutation, what
+Python's decoder reads from it) or in an error whose message is `mnistpack: <stage>: ...`
+with a known stage: zero hangs, zero VM crashes, zero wrong weights. Mutations hit every
+layer and region: the base64 text, the zstd frame, the container's magic, version, header
+length, header, payload and CRC (with the CRC left stale or recomputed), random garbage,
+and msgpack headers that are valid msgpack but wrong in meaning.
 
 MNISTPACK_FUZZ_CASES (default 10,000), MNISTPACK_FUZZ_BIG_CASES (default 200, on a
 784-256-10 int8 module) and MNISTPACK_FUZZ_SEED (default fixed, so CI is repeatable) make
@@ -53,6 +54,7 @@ from tests.luau_decode_helpers import (
     error_stage,
     pack_layers,
     python_flat,
+    small_cnn,
     small_meta,
     small_stack,
 )
@@ -72,7 +74,7 @@ RECOMPRESS = zstandard.ZstdCompressor(level=3, write_content_size=True, write_ch
 
 RUN_CHUNK = (
     r"""
-local FORMAT_NAME, FORMAT_VERSION = "mnistpack", 1
+local FORMAT_NAME, FORMAT_VERSION = "mnistpack", 2
 return function(text, compression)
 	local module = { format = FORMAT_NAME, version = FORMAT_VERSION, compression = compression, data = text }
 	return (function(...)
@@ -264,8 +266,8 @@ def mutate_header(rng: random.Random, header: dict[str, Any]) -> tuple[str, Any]
     return op, header
 
 
-def build(header_bytes: bytes, payload: bytes) -> bytes:
-    body = struct.pack("<HI", 1, len(header_bytes)) + header_bytes + payload
+def build(header_bytes: bytes, payload: bytes, version: int) -> bytes:
+    body = struct.pack("<HI", version, len(header_bytes)) + header_bytes + payload
     return MAGIC + body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -364,7 +366,7 @@ class Generator:
 
     def _header(self, base: Base) -> Case:
         container = base.packed.container
-        (header_length,) = struct.unpack_from("<I", container, 6)
+        version, header_length = struct.unpack_from("<HI", container, 4)
         header = msgpack.unpackb(container[PREFIX_SIZE : PREFIX_SIZE + header_length])
         payload = container[PREFIX_SIZE + header_length : -CRC_SIZE]
         op, edited = mutate_header(self.rng, header)
@@ -373,7 +375,7 @@ class Generator:
         except (OverflowError, ValueError, TypeError):
             raw = msgpack.packb(header, use_single_float=True)
             op = "unchanged"
-        mutated = build(raw, payload)
+        mutated = build(raw, payload, version)
         expect = self.oracle.expect(mutated)
         return Case(f"header/{op}", self._wrap_container(base, mutated), base.compression, expect)
 
@@ -470,15 +472,15 @@ def report(title: str, outcomes: Counter[str], kinds: Counter[str], bad: list[st
 def small_bases() -> list[Base]:
     bases = []
     for k, precision in enumerate(("float32", "float16", "int8", "int4")):
-        packed = small_stack(precision, seed=100 + k)
-        bases.extend(make_base(packed, compression) for compression in ("zstd", "none"))
+        for packed in (small_stack(precision, seed=100 + k), small_cnn(precision, seed=200 + k)):
+            bases.extend(make_base(packed, compression) for compression in ("zstd", "none"))
     return bases
 
 
 def test_ten_thousand_mutated_small_modules() -> None:
     assert CASES >= 10_000 or "MNISTPACK_FUZZ_CASES" in os.environ
     outcomes, kinds, bad = run_campaign(small_bases(), CASES, SEED, SMALL_LIMIT_S, SMALL_MIX)
-    summary = report("fuzz, 20-8-3 stacks at every precision", outcomes, kinds, bad)
+    summary = report("fuzz, 20-8-3 stacks and small CNNs at every precision", outcomes, kinds, bad)
     print("\n" + summary)
     assert not bad, summary
     # the campaign must reach every stage, and still see good modules decode

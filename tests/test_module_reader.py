@@ -32,7 +32,7 @@ def module_file(tmp_path: Path, text: str, name: str = "M.luau") -> Path:
     return path
 
 
-GOOD = emit_module(b"some bytes!", "zstd", comment_lines=["c"])["MnistWeights.luau"]
+GOOD = emit_module(b"some bytes!", "zstd", version=1, comment_lines=["c"])["MnistWeights.luau"]
 
 
 def refused(path: Path, fragment: str, error: type[Exception] = ModuleFormatError) -> str:
@@ -50,7 +50,7 @@ def refused(path: Path, fragment: str, error: type[Exception] = ModuleFormatErro
 @pytest.mark.parametrize("size", [10, 700_000])
 def test_file_folder_and_init_round_trip(tmp_path: Path, size: int) -> None:
     blob = os.urandom(size)
-    files = emit_module(blob, "zstd", comment_lines=['format = "other" in a comment'])
+    files = emit_module(blob, "zstd", version=1, comment_lines=['format = "other" in a comment'])
     write_files(tmp_path, files)
     paths = [tmp_path / "MnistWeights.luau"] if size == 10 else [tmp_path / "MnistWeights"]
     paths += [tmp_path / "MnistWeights" / "init.luau"] if size != 10 else []
@@ -59,7 +59,7 @@ def test_file_folder_and_init_round_trip(tmp_path: Path, size: int) -> None:
 
 
 def test_windows_line_endings(tmp_path: Path) -> None:
-    (source,) = emit_module(b"hello world", "none", comment_lines=["c"]).values()
+    (source,) = emit_module(b"hello world", "none", version=1, comment_lines=["c"]).values()
     path = tmp_path / "MnistWeights.luau"
     path.write_bytes(source.replace("\n", "\r\n").encode())
     assert read_module(path) == ("none", b"hello world")
@@ -67,8 +67,8 @@ def test_windows_line_endings(tmp_path: Path) -> None:
 
 def test_a_table_in_a_comment_is_not_read(tmp_path: Path) -> None:
     # the block comment holds another module's table; Luau (and so Roblox) skips it
-    decoy = emit_module(b"the decoy", "none", comment_lines=["c"])["MnistWeights.luau"]
-    real = emit_module(b"the real one", "none", comment_lines=["c"])["MnistWeights.luau"]
+    decoy = emit_module(b"the decoy", "none", version=1, comment_lines=["c"])["MnistWeights.luau"]
+    real = emit_module(b"the real one", "none", version=1, comment_lines=["c"])["MnistWeights.luau"]
     path = module_file(tmp_path, "--[=[\n" + decoy + "]=]\n" + real)
     assert read_module(path) == ("none", b"the real one")
 
@@ -100,14 +100,14 @@ def test_data_as_a_list_of_parts(tmp_path: Path) -> None:
         ("return { answer = 42 }\n", "expected format = 'mnistpack', found nothing"),
         (GOOD.replace('"mnistpack"', '"othertool"'), "found the string 'othertool'"),
         (
-            GOOD.replace("version = 1", "version = 2"),
-            "made for format version 2; this mnistpack reads version 1",
+            GOOD.replace("version = 1", "version = 3"),
+            "made for format version 3; this mnistpack reads versions 1 to 2",
         ),
         (
             GOOD.replace("version = 1", 'version = "1"'),
-            "expected version = 1 (a number), found the string '1'",
+            "expected version = 1 to 2 (a number), found the string '1'",
         ),
-        (GOOD.replace("version = 1", "versio = 1"), "expected version = 1 (a number), found nothing"),
+        (GOOD.replace("version = 1", "versio = 1"), "expected version = 1 to 2 (a number), found nothing"),
         (
             GOOD.replace('"zstd"', '"lz4"'),
             "expected compression to be one of zstd, none, found the string 'lz4'",
@@ -165,7 +165,7 @@ def test_a_module_that_asks_for_too_much_memory_is_stopped(tmp_path: Path) -> No
 
 
 def test_a_split_init_listing_one_part_many_times(tmp_path: Path) -> None:
-    write_files(tmp_path, emit_module(os.urandom(700_000), "zstd", comment_lines=["c"]))
+    write_files(tmp_path, emit_module(os.urandom(700_000), "zstd", version=1, comment_lines=["c"]))
     init = tmp_path / "MnistWeights" / "init.luau"
     source = init.read_text()
     start = source.index("require(script.Part1),")
@@ -175,7 +175,7 @@ def test_a_split_init_listing_one_part_many_times(tmp_path: Path) -> None:
 
 
 def test_require_follows_roblox(tmp_path: Path) -> None:
-    write_files(tmp_path, emit_module(os.urandom(300_000), "zstd", comment_lines=["c"]))
+    write_files(tmp_path, emit_module(os.urandom(300_000), "zstd", version=1, comment_lines=["c"]))
     init = tmp_path / "MnistWeights" / "init.luau"
     (tmp_path / "MnistWeights" / "Part2.luau").unlink()
     refused(tmp_path / "MnistWeights", "Part2 is not a valid member of MnistWeights")
@@ -223,7 +223,7 @@ def test_a_file_too_large_is_refused_before_reading(tmp_path: Path) -> None:
 
 def test_a_folder_with_too_many_entries_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "MnistWeights"
-    write_files(tmp_path, emit_module(b"x", "none", comment_lines=["c"]))
+    write_files(tmp_path, emit_module(b"x", "none", version=1, comment_lines=["c"]))
     folder.mkdir()
     (folder / "init.luau").write_text((tmp_path / "MnistWeights.luau").read_text())
     for k in range(MAX_FOLDER_ENTRIES + 1):
@@ -232,7 +232,7 @@ def test_a_folder_with_too_many_entries_is_refused(tmp_path: Path) -> None:
 
 
 def test_what_was_read(tmp_path: Path) -> None:
-    write_files(tmp_path, emit_module(os.urandom(300_000), "none", comment_lines=["c"]))
+    write_files(tmp_path, emit_module(os.urandom(300_000), "none", version=1, comment_lines=["c"]))
     value = evaluate_module(tmp_path / "MnistWeights")
     assert value.path == tmp_path / "MnistWeights" / "init.luau"
     assert value.compression == "none"

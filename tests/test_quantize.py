@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mnistpack.constants import PRECISIONS
 from mnistpack.errors import QuantizationError, ShapeError
 from mnistpack.quantize import QuantizedTensor, dequantize, int8_scale, payload_length, quantize
 
@@ -196,14 +197,30 @@ def test_out_of_range_for_float16_and_int4() -> None:
 
 
 def test_bad_rank_precision_and_empty() -> None:
-    with pytest.raises(QuantizationError, match="2 dimensions"):
+    with pytest.raises(QuantizationError, match="2 to 4 dimensions"):
         quantize("b", np.zeros(3, np.float32), "int8")
-    with pytest.raises(QuantizationError, match="1 or 2 dimensions"):
-        quantize("x", np.zeros((2, 2, 2), np.float32), "float32")
+    with pytest.raises(QuantizationError, match="1 to 4 dimensions"):
+        quantize("x", np.zeros((2, 2, 2, 2, 2), np.float32), "float32")
     with pytest.raises(QuantizationError, match="one of float32, float16, int8, int4"):
         quantize("w", np.zeros((2, 2), np.float32), "int3")
     with pytest.raises(QuantizationError, match="empty"):
         quantize("w", np.zeros((0, 3), np.float32), "float32")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_kernel_is_quantized_as_rows_of_output_channels(precision: str) -> None:
+    # [out, kh, kw, in] is out rows of kh * kw * in: the same bytes and values as that matrix
+    kernel = np.random.default_rng(5).normal(0, 0.3, (6, 3, 3, 5)).astype(np.float32)
+    as_kernel = quantize("k", kernel, precision, per_row=True)
+    as_matrix = quantize("k", kernel.reshape(6, 45), precision, per_row=True)
+    assert as_kernel.data == as_matrix.data and as_kernel.scales == as_matrix.scales
+    assert as_kernel.shape == (6, 3, 3, 5)
+    assert payload_length(precision, (6, 3, 3, 5)) == len(as_kernel.data)
+    decoded = dequantize(as_kernel)
+    assert decoded.shape == kernel.shape
+    np.testing.assert_array_equal(decoded.reshape(6, 45), dequantize(as_matrix))
+    if precision == "int8":
+        assert len(as_kernel.scales) == 6  # one per output channel
 
 
 def test_payload_lengths_follow_format_md() -> None:

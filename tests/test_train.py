@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mnistpack.data import Mnist
 from mnistpack.errors import OutputError
+from mnistpack.keras_model import load_network
 from mnistpack.model import import_keras
 from mnistpack.train import (
     TrainConfig,
@@ -120,6 +121,32 @@ def test_config_rejects_nonsense() -> None:
         TrainConfig(limit=5)
     with pytest.raises(ValueError, match="must be >= 1"):
         replace(TrainConfig(), max_epochs=0)
+
+
+@pytest.mark.slow
+def test_cnn_trains_reproducibly_and_saves_what_the_packer_reads(mnist_data: Mnist, tmp_path: Path) -> None:
+    config = TrainConfig.for_arch("cnn", max_epochs=2, batch_size=32, limit=600)
+    assert config.jitter is not None and config.learning_rate == 3e-3
+    model, report = train(mnist_data, config, log=lambda line: None)
+    again, _ = train(mnist_data, config, log=lambda line: None)
+    for ours, theirs in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # 2 short epochs: batch norm's running statistics are still far from settled, but well
+    # above chance (0.1) shows the jittered batches taught it digits
+    assert report.epochs_run == 2 and report.test_accuracy > 0.25
+    path = tmp_path / "cnn.keras"
+    save_model(model, path)
+    network = load_network(path)
+    assert [layer.kind for layer in network.layers][:2] == ["conv2d", "maxpool2d"]
+    x = mnist_data.test_images[:200]
+    np.testing.assert_allclose(network.predict(x), model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_config_knows_its_architectures() -> None:
+    with pytest.raises(ValueError, match="arch must be one of mlp, cnn"):
+        TrainConfig(arch="resnet")
+    assert TrainConfig.for_arch("mlp") == TrainConfig()
+    assert TrainConfig.for_arch("cnn", learning_rate=1e-2).learning_rate == 1e-2
 
 
 def test_augmented_training_is_calibrated_and_the_build_ships_the_calibration(

@@ -18,16 +18,26 @@ from mnistpack.constants import (
     CALIBRATION_SURE_THRESHOLD,
     CALIBRATION_TEMPERATURE,
     COMPRESSIONS,
-    FORMAT_VERSION,
     MAX_DECODED_VALUES,
     META_CALIBRATION,
     PRECISIONS,
 )
 from mnistpack.container import Container, LayerSpec, pack, unpack
-from mnistpack.data import IMAGE_SIDE, PixelCounts, bundled_pixel_counts, load_test_set
+from mnistpack.data import PixelCounts, bundled_pixel_counts, load_test_set
 from mnistpack.errors import ContainerError, ModelError, OptionError
+from mnistpack.keras_model import load_network
 from mnistpack.luau_emit import MODULE_NAME, emit_module
-from mnistpack.model import DenseStack, dense_stack_from_arrays, import_keras, load_dense_stack
+from mnistpack.model import (
+    Conv2DLayer,
+    DenseLayer,
+    FlattenLayer,
+    GlobalAvgPool2DLayer,
+    Layer,
+    Network,
+    Pool2DLayer,
+    frozen_float32,
+    import_keras,
+)
 from mnistpack.outputs import write_files
 from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD, dead_inputs, prune_inputs
 from mnistpack.quantize import dequantize, quantize
@@ -35,6 +45,12 @@ from mnistpack.roblox import roblox_files
 from mnistpack.train import sidecar_path
 
 BIAS_PRECISION: Final = "float32"  # biases are tiny; FORMAT.md section 4 keeps them exact
+# int8 scales: one per output channel for convolution kernels, whose channels differ in
+# range once batch normalization is folded in; one per tensor for dense weights, which
+# compresses better at the same accuracy (docs/quantization.md).
+INT8_PER_ROW: Final = {"conv2d": True, "dense": False}
+# Tensor names start with the layer kind's short name and count per kind: conv1, dense1, ...
+TENSOR_PREFIX: Final = {"conv2d": "conv", "dense": "dense"}
 TEXT_EXPORT_VALUES_PER_LINE: Final = 100
 ACCURACY_SKIPPED: Final = "accuracy: skipped, no MNIST test data (use --data)"
 
@@ -91,7 +107,7 @@ def build(
     import_started = time.perf_counter()
     import_keras()
     started = time.perf_counter()
-    stack = load_dense_stack(model)
+    stack = load_network(model)
     values = _weight_count(stack)
     say(f"network {_describe(stack)}, {values:,} weights and biases")
     if values > MAX_DECODED_VALUES:
@@ -102,7 +118,7 @@ def build(
         )
     counts = bundled_pixel_counts()
     calibration = read_calibration(model)
-    container = quantize_stack(
+    container = quantize_network(
         stack,
         precision,
         prune_threshold=DEFAULT_PRUNE_THRESHOLD,
@@ -114,8 +130,9 @@ def build(
             f"calibration from {sidecar_path(model)}: temperature {calibration.temperature:.3f}, "
             f"sure from {calibration.sure_threshold:.3f}"
         )
-    zeroed = container.meta["pruning"]["inputs_zeroed"]
-    say(f"pruned {zeroed} input pixels lit in < {DEFAULT_PRUNE_THRESHOLD:.1%} of training images")
+    zeroed = container.meta.get("pruning", {}).get("inputs_zeroed", 0)
+    if "pruning" in container.meta:
+        say(f"pruned {zeroed} input pixels lit in < {DEFAULT_PRUNE_THRESHOLD:.1%} of training images")
     say(f"quantized to {precision}")
     test_set = load_test_set(data_dir)
     accuracy = source_accuracy = None
@@ -127,7 +144,10 @@ def build(
     _verify(blob, compression, container)
     say(f"container {len(raw):,} bytes, {compression} {len(blob):,} bytes")
     files = emit_module(
-        blob, compression, comment_lines=_comment_lines(stack, container, len(raw), len(blob))
+        blob,
+        compression,
+        version=container.version(),
+        comment_lines=_comment_lines(stack, container, len(raw), len(blob)),
     )
     # the drop-in Roblox files go in the same set as the weights files: all replaced, or none
     roblox = roblox_files(files)
@@ -170,60 +190,111 @@ def read_calibration(model: Path) -> Calibration | None:
         raise ModelError(f"{note} holds no usable calibration ({exc}); retrain, or delete the file.") from exc
 
 
-def quantize_stack(
-    stack: DenseStack,
+def quantize_network(
+    stack: Network,
     precision: str,
     *,
     prune_threshold: float,
     pixel_counts: PixelCounts,
     calibration: Calibration | None = None,
 ) -> Container:
-    """The container for `stack`: first-layer inputs pruned, weights at `precision`, biases
-    float32, and the calibration (if any) in meta."""
+    """The container for `stack`: weights at `precision`, biases float32, the calibration (if
+    any) in meta, and when the first layer is dense, its inputs that training images
+    (almost) never light pruned."""
     dead = dead_inputs(pixel_counts, prune_threshold)
+    prune = isinstance(stack.layers[0], DenseLayer)
     tensors = []
     layers = []
-    for number, layer in enumerate(stack.layers, start=1):
-        weight = prune_inputs(layer.weight, dead) if number == 1 else layer.weight
-        spec = LayerSpec("dense", layer.activation, f"dense{number}.weight", f"dense{number}.bias")
-        tensors += [quantize(spec.weight, weight, precision), quantize(spec.bias, layer.bias, BIAS_PRECISION)]
-        layers.append(spec)
+    counts = dict.fromkeys(TENSOR_PREFIX, 0)
+    for index, layer in enumerate(stack.layers):
+        if not isinstance(layer, DenseLayer | Conv2DLayer):
+            layers.append(_window_spec(layer))
+            continue
+        counts[layer.kind] += 1
+        name = f"{TENSOR_PREFIX[layer.kind]}{counts[layer.kind]}"
+        weight = prune_inputs(layer.weight, dead) if prune and index == 0 else layer.weight
+        per_row = INT8_PER_ROW[layer.kind]
+        tensors += [
+            quantize(f"{name}.weight", weight, precision, per_row=per_row),
+            quantize(f"{name}.bias", layer.bias, BIAS_PRECISION),
+        ]
+        if isinstance(layer, DenseLayer):
+            layers.append(LayerSpec("dense", layer.activation, f"{name}.weight", f"{name}.bias"))
+        else:
+            layers.append(
+                LayerSpec(
+                    "conv2d",
+                    layer.activation,
+                    f"{name}.weight",
+                    f"{name}.bias",
+                    strides=layer.strides,
+                    padding=layer.padding,
+                )
+            )
     meta: dict[str, Any] = {
-        "input": {"shape": [IMAGE_SIDE, IMAGE_SIDE], "layout": "row-major", "range": [0.0, 1.0]},
+        "input": {"shape": list(stack.input_shape), "layout": "row-major", "range": [0.0, 1.0]},
         "labels": [str(label) for label in range(stack.output_size)],
         "precision": precision,
         "source_sha256": stack.source_sha256,
         "packer_version": __version__,
-        "pruning": {"threshold": float(prune_threshold), "inputs_zeroed": int(dead.sum())},
     }
+    if prune:
+        meta["pruning"] = {"threshold": float(prune_threshold), "inputs_zeroed": int(dead.sum())}
     if calibration is not None:
         meta[META_CALIBRATION] = calibration.as_meta()
     return Container(tuple(tensors), tuple(layers), meta)
 
 
-def dequantize_stack(container: Container) -> DenseStack:
+def _window_spec(layer: Layer) -> LayerSpec:
+    if isinstance(layer, Pool2DLayer):
+        return LayerSpec(layer.kind, pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding)
+    return LayerSpec(layer.kind)
+
+
+def dequantize_network(container: Container) -> Network:
     """The network exactly as every decoder rebuilds it from `container`."""
     tensors = {tensor.name: tensor for tensor in container.tensors}
-    return dense_stack_from_arrays(
-        [
-            (dequantize(tensors[s.weight]), dequantize(tensors[s.bias]), s.activation)
-            for s in container.layers
-        ],
+
+    def values(name: str) -> np.ndarray:
+        return frozen_float32(dequantize(tensors[name]))
+
+    layers: list[Layer] = []
+    for number, spec in enumerate(container.layers, start=1):
+        name = f"{spec.kind}_{number}"
+        if spec.kind == "dense":
+            layers.append(DenseLayer(values(spec.weight), values(spec.bias), spec.activation, name))
+        elif spec.kind == "conv2d":
+            assert spec.strides is not None  # validate_header checked the layer map
+            layers.append(
+                Conv2DLayer(
+                    values(spec.weight), values(spec.bias), spec.strides, spec.padding, spec.activation, name
+                )
+            )
+        elif spec.kind == "global_avgpool2d":
+            layers.append(GlobalAvgPool2DLayer(name))
+        elif spec.kind == "flatten":
+            layers.append(FlattenLayer(name))
+        else:
+            assert spec.pool_size is not None and spec.strides is not None
+            layers.append(Pool2DLayer(spec.kind, spec.pool_size, spec.strides, spec.padding, name))
+    return Network(
+        layers=tuple(layers),
         source_sha256=str(container.meta.get("source_sha256", "")),
+        input_shape=tuple(container.meta["input"]["shape"]),
         temperature=float(container.meta.get(META_CALIBRATION, {}).get(CALIBRATION_TEMPERATURE, 1.0)),
     )
 
 
-def count_correct(stack: DenseStack, images: np.ndarray, labels: np.ndarray) -> int:
+def count_correct(stack: Network, images: np.ndarray, labels: np.ndarray) -> int:
     """How many test digits the NumPy forward pass of `stack` classifies right."""
     return int((stack.predict(images).argmax(axis=1) == labels).sum())
 
 
 def _with_accuracy(
-    container: Container, stack: DenseStack, images: np.ndarray, labels: np.ndarray
+    container: Container, stack: Network, images: np.ndarray, labels: np.ndarray
 ) -> tuple[Container, float, float]:
     """`container` with its test score in meta, its accuracy, and the source model's accuracy."""
-    correct = count_correct(dequantize_stack(container), images, labels)
+    correct = count_correct(dequantize_network(container), images, labels)
     score = {"correct": correct, "total": len(labels)}
     scored = replace(container, meta={**container.meta, "accuracy": score})
     return scored, correct / len(labels), count_correct(stack, images, labels) / len(labels)
@@ -236,17 +307,36 @@ def _verify(blob: bytes, compression: str, container: Container) -> None:
         raise ContainerError("the packed weights do not decode to the quantized weights; this is a bug.")
 
 
-def _describe(stack: DenseStack) -> str:
-    sizes = [stack.input_size, *(layer.weight.shape[0] for layer in stack.layers)]
-    activations = ", ".join(layer.activation for layer in stack.layers)
-    return f"{'-'.join(map(str, sizes))} ({activations})"
+def _describe(stack: Network) -> str:
+    """784-256-10 (relu, softmax) for a dense stack; each layer and its output for other networks."""
+    dense = [layer for layer in stack.layers if isinstance(layer, DenseLayer)]
+    if len(dense) == len(stack.layers):
+        sizes = [stack.input_size, *(layer.weight.shape[0] for layer in dense)]
+        activations = ", ".join(layer.activation for layer in dense)
+        return f"{'-'.join(map(str, sizes))} ({activations})"
+    steps = ["x".join(map(str, stack.input_shape))]
+    for layer, shape in zip(stack.layers, stack.shapes(), strict=True):
+        steps.append(f"{_layer_name(layer)} {'x'.join(map(str, shape))}")
+    return " > ".join(steps)
 
 
-def _weight_count(stack: DenseStack) -> int:
-    return sum(layer.weight.size + layer.bias.size for layer in stack.layers)
+def _layer_name(layer: Layer) -> str:
+    if isinstance(layer, Conv2DLayer):
+        _, kh, kw, _ = layer.kernel.shape
+        stride = "" if layer.strides == (1, 1) else f"/{layer.strides[0]}"
+        return f"conv{kh}x{kw}{stride} {layer.activation}"
+    if isinstance(layer, Pool2DLayer):
+        return f"{layer.kind[:3]}pool{layer.pool_size[0]}x{layer.pool_size[1]}"
+    if isinstance(layer, DenseLayer):
+        return f"dense {layer.activation}"
+    return layer.kind
 
 
-def _comment_lines(stack: DenseStack, container: Container, raw_bytes: int, blob_bytes: int) -> list[str]:
+def _weight_count(stack: Network) -> int:
+    return sum(layer.weight.size + layer.bias.size for layer in stack.weighted)
+
+
+def _comment_lines(stack: Network, container: Container, raw_bytes: int, blob_bytes: int) -> list[str]:
     meta = container.meta
     score = meta.get("accuracy")
     accuracy = (
@@ -256,7 +346,7 @@ def _comment_lines(stack: DenseStack, container: Container, raw_bytes: int, blob
     )
     return [
         f"{MODULE_NAME}: {meta['precision']} weights of a {_describe(stack)} network, "
-        f"format {FORMAT_VERSION}, read by mnistpack's Decoder.",
+        f"format {container.version()}, read by mnistpack's Decoder.",
         f"container {raw_bytes:,} bytes, compressed {blob_bytes:,} bytes; test accuracy {accuracy}.",
         f"model sha256 {meta['source_sha256']}",
         f"generated by mnistpack {__version__}; do not edit",
@@ -275,12 +365,12 @@ def _is_ours(name: str) -> bool:
     return name == "init.luau" or (name.startswith("Part") and name[4:-5].isdigit())
 
 
-def text_export(stack: DenseStack) -> str:
+def text_export(stack: Network) -> str:
     """The reference project's export: one `return {...}` module per tensor, rows as nested
     tables, every value "%.4f", 100 values per line. Only measured, never shipped."""
     modules = []
-    for layer in stack.layers:
-        rows = ",\n".join(_text_vector(row) for row in layer.weight)
+    for layer in stack.weighted:
+        rows = ",\n".join(_text_vector(row) for row in layer.weight.reshape(len(layer.weight), -1))
         modules.append("return {\n" + rows + "\n}\n")
         modules.append("return " + _text_vector(layer.bias) + "\n")
     return "".join(modules)

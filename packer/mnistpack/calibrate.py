@@ -9,7 +9,7 @@ answers shown as sure are wrong, provided "not sure" fires on at most `max_not_s
 
 Both come from training data only (the validation slice the network never trained on,
 redrawn as players draw): the test sets and the player-drawn benchmark stay untouched.
-The module carries them as meta `calibration` (FORMAT.md section 3.3).
+The module carries them as meta `calibration` (FORMAT.md section 3.5).
 """
 
 from __future__ import annotations

@@ -142,14 +142,24 @@ def _root(
 @app.command()
 def train(
     data: DataOption = None,
+    arch: Annotated[
+        str,
+        typer.Option(
+            metavar="mlp|cnn",
+            help="Network to train: mlp (784-hidden-10) or cnn (the small convolutional net of docs/cnn.md).",
+        ),
+    ] = "mlp",
     epochs: Annotated[
         int, typer.Option(min=1, help="Most epochs to train; early stopping usually ends sooner.")
     ] = 30,
-    hidden: Annotated[int, typer.Option(min=1, max=MAX_HIDDEN, help="Neurons in the hidden layer.")] = 256,
+    hidden: Annotated[
+        int, typer.Option(min=1, max=MAX_HIDDEN, help="Neurons in the MLP's hidden layer (mlp only).")
+    ] = 256,
     out: Annotated[
         str | None,
         typer.Option(
-            help="Where to save the model (default: models/mnist<hidden>.keras).", show_default=False
+            help="Where to save the model (default: models/mnist<hidden>.keras, or models/mnist-cnn.keras).",
+            show_default=False,
         ),
     ] = None,
     seed: Annotated[
@@ -172,7 +182,7 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train the 784-hidden-10 MLP on MNIST, print the test accuracy and save the model.
+    """Train a network on MNIST, print the test accuracy and save the model.
 
     The training digits are MNIST's own plus copies of each redrawn the way players
     draw (strokes at any size, slant and pace) and warped as images.
@@ -182,10 +192,15 @@ def train(
     calibrate the "not sure" rule. Next to the model goes a .json note of what was
     measured: test accuracy, calibration, epochs, seconds, versions.
     """
+    from mnistpack.architectures import ARCHITECTURES
+    from mnistpack.errors import OptionError
     from mnistpack.train import TrainConfig, run_train
 
     with reporting_errors():
-        config = TrainConfig(
+        if arch not in ARCHITECTURES:
+            raise OptionError(f"unknown --arch {arch!r}: choose one of {', '.join(ARCHITECTURES)}.")
+        config = TrainConfig.for_arch(
+            arch,
             hidden=hidden,
             max_epochs=epochs,
             seed=seed,
@@ -193,9 +208,10 @@ def train(
             player_copies=player_copies,
             warp_copies=warp_copies,
         )
+        default_out = Path("models") / ("mnist-cnn.keras" if arch == "cnn" else f"mnist{hidden}.keras")
         run_train(
             data=_data_path(data),
-            out=_path(out, "--out") if out is not None else Path("models") / f"mnist{hidden}.keras",
+            out=_path(out, "--out") if out is not None else default_out,
             config=config,
             log=stdout.say,
             cache=cache,

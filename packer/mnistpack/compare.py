@@ -19,15 +19,16 @@ from typing import Final
 import numpy as np
 
 from mnistpack import __version__
-from mnistpack.build import build, dequantize_stack, shipped_model
+from mnistpack.build import build, dequantize_network, shipped_model
 from mnistpack.compression import decompress
 from mnistpack.constants import PRECISIONS
 from mnistpack.container import unpack
 from mnistpack.data import DATA_ENV_VAR, PIXEL_MAX, load_test_set
 from mnistpack.errors import DataError
+from mnistpack.keras_model import load_network
 from mnistpack.luau_emit import module_path
 from mnistpack.luau_runtime import LuauRuntime, to_pixels
-from mnistpack.model import DenseStack, load_dense_stack
+from mnistpack.model import Network
 from mnistpack.module_reader import read_module
 from mnistpack.outputs import write_files
 
@@ -82,7 +83,7 @@ def compare(
             "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (.gz or raw)."
         )
     images, labels = test_set
-    stack = load_dense_stack(path)
+    stack = load_network(path)
     float32_digits = stack.predict(images).argmax(axis=1)
     pixels = to_pixels(images)
     results = []
@@ -120,10 +121,10 @@ def compare(
     )
 
 
-def _module_stack(path: Path) -> DenseStack:
+def _module_stack(path: Path) -> Network:
     """The network as any decoder rebuilds it from the module file that was written."""
     compression, blob = read_module(path)
-    return dequantize_stack(unpack(decompress(blob, compression)))
+    return dequantize_network(unpack(decompress(blob, compression)))
 
 
 def _with_luau(

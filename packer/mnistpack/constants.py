@@ -7,7 +7,9 @@ from typing import Final
 
 FORMAT_NAME: Final = "mnistpack"
 MAGIC: Final = b"MNPK"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+# the oldest version decoders still read (version 1: dense layers only)
+MIN_FORMAT_VERSION: Final = 1
 
 # magic (4) + format_version (2) + header_length (4)
 PREFIX_SIZE: Final = 10
@@ -20,6 +22,9 @@ MAX_TENSORS: Final = 256
 MAX_LAYERS: Final = 64
 MAX_DIM: Final = 65536
 MAX_NAME_BYTES: Final = 64
+MAX_TENSOR_RANK: Final = 4
+MAX_ACTIVATION_VALUES: Final = 1 << 20
+MAX_MULTIPLY_ADDS: Final = 1 << 26
 # Resource limits (FORMAT.md section 6), the same for every format version.
 MAX_DECODED_VALUES: Final = 1 << 22
 MAX_HEADER_VALUES: Final = 1 << 18
@@ -28,7 +33,8 @@ MAX_HEADER_INTEGER: Final = (1 << 53) - 1
 
 PRECISIONS: Final = ("float32", "float16", "int8", "int4")
 ACTIVATIONS: Final = ("linear", "relu", "sigmoid", "tanh", "softmax")
-LAYER_KINDS: Final = ("dense",)
+LAYER_KINDS: Final = ("dense", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool2d", "flatten")
+PADDINGS: Final = ("valid", "same")
 COMPRESSIONS: Final = ("zstd", "none")
 
 INT4_BLOCK_SIZE: Final = 32
@@ -43,7 +49,7 @@ INT8_MAX: Final = 127
 MAX_SOURCE_CHARS: Final = 199_999
 BASE64_LINE_CHARS: Final = 960
 
-# meta.calibration (FORMAT.md section 3.3), optional: the final softmax's temperature and the
+# meta.calibration (FORMAT.md section 3.5), optional: the final softmax's temperature and the
 # top probability below which an answer is shown as "not sure"
 META_CALIBRATION: Final = "calibration"
 CALIBRATION_TEMPERATURE: Final = "temperature"

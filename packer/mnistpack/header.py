@@ -28,12 +28,21 @@ from mnistpack.constants import (
     MAX_LAYERS,
     MAX_NAME_BYTES,
     MAX_TENSOR_ELEMENTS,
+    MAX_TENSOR_RANK,
     MAX_TENSORS,
     META_CALIBRATION,
+    MIN_FORMAT_VERSION,
+    PADDINGS,
     PRECISIONS,
 )
 from mnistpack.errors import HeaderError, MsgPackError, ShapeError
 from mnistpack.quantize import payload_length
+from mnistpack.shapes import Geometry, Shape, network_shapes
+
+# Layer kinds with a weight, a bias and an activation, and the rank of their weight.
+WEIGHT_RANKS = {"dense": 2, "conv2d": 4}
+WINDOWED = ("conv2d", "maxpool2d", "avgpool2d")
+POOLS = ("maxpool2d", "avgpool2d")
 
 
 def canonical(value: Any) -> Any:
@@ -146,8 +155,8 @@ def validate_header(header: Mapping[str, Any], format_version: int, payload_size
     layers = _get_list(header, "layers", MAX_LAYERS, "the header")
     meta = _get(header, "meta", dict, "the header")
     shapes = _check_tensors(tensors, payload_size)
-    input_size = _check_meta(meta)
-    _check_layers(layers, shapes, input_size, meta)
+    input_shape = _check_meta(meta)
+    _check_layers(layers, shapes, input_shape, meta, version)
 
 
 def _get(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -224,15 +233,14 @@ def _check_tensors(tensors: list[Any], payload_size: int) -> dict[str, tuple[int
 
 
 def _check_shape(shape: list[Any], precision: str, where: str) -> tuple[int, ...]:
-    rank_ok = len(shape) == 2 if precision in ("int8", "int4") else len(shape) in (1, 2)
-    if not rank_ok:
+    lowest = 2 if precision in ("int8", "int4") else 1
+    if not lowest <= len(shape) <= MAX_TENSOR_RANK:
         raise ShapeError(f"{where}: a {precision} tensor cannot have shape {_short(shape)}.")
     for dim in shape:
         if not _is_int(dim) or not 1 <= dim <= MAX_DIM:
             raise ShapeError(
                 f"{where}: every dimension must be an integer from 1 to {MAX_DIM}, found {shape}."
             )
-    # two dims of at most 2**16 each: the product cannot overflow even in a double
     if math.prod(shape) > MAX_TENSOR_ELEMENTS:
         raise ShapeError(f"{where}: shape {shape} exceeds {MAX_TENSOR_ELEMENTS} elements.")
     return tuple(shape)
@@ -256,8 +264,8 @@ def check_int8_scales(scales: list[Any] | tuple[Any, ...], rows: int, where: str
             )
 
 
-def _check_meta(meta: dict[str, Any]) -> int:
-    """Check the meta map's known entries; return the input size (product of input.shape)."""
+def _check_meta(meta: dict[str, Any]) -> Shape:
+    """Check the meta map's known entries; return the network's input shape."""
     where = "meta"
     inputs = _get(meta, "input", dict, where)
     shape = _get_list(inputs, "shape", MAX_DIM, "meta.input")
@@ -273,11 +281,13 @@ def _check_meta(meta: dict[str, Any]) -> int:
     _choice(meta, "precision", PRECISIONS, where)
     _get(meta, "source_sha256", str, where)
     _get(meta, "packer_version", str, where)
-    pruning = _get(meta, "pruning", dict, where)
-    _get(pruning, "threshold", float, "meta.pruning")
-    if _get(pruning, "inputs_zeroed", int, "meta.pruning") < 0:
-        raise HeaderError("meta.pruning.inputs_zeroed must not be negative.")
-    if "accuracy" in meta:
+    # an optional key holding msgpack nil is absent, as it is to the Luau decoder
+    if meta.get("pruning") is not None:
+        pruning = _get(meta, "pruning", dict, where)
+        _get(pruning, "threshold", float, "meta.pruning")
+        if _get(pruning, "inputs_zeroed", int, "meta.pruning") < 0:
+            raise HeaderError("meta.pruning.inputs_zeroed must not be negative.")
+    if meta.get("accuracy") is not None:
         accuracy = _get(meta, "accuracy", dict, where)
         correct = _get(accuracy, "correct", int, "meta.accuracy")
         total = _get(accuracy, "total", int, "meta.accuracy")
@@ -285,22 +295,7 @@ def _check_meta(meta: dict[str, Any]) -> int:
             raise HeaderError(f"meta.accuracy must have 0 <= correct <= total, found {correct} of {total}.")
     if META_CALIBRATION in meta:
         check_calibration(_get(meta, META_CALIBRATION, dict, where))
-    size = capped_product(shape, MAX_DIM)
-    if size > MAX_DIM:
-        raise ShapeError(f"meta.input.shape describes more than {MAX_DIM} inputs, more than a layer takes.")
-    return size
-
-
-def capped_product(dims: list[int], cap: int) -> int:
-    """The product of `dims`, or the first partial product above `cap`: no layer takes more
-    than `cap` inputs, so the exact size of a longer shape never matters (and a shape of
-    thousands of dimensions never becomes a thousands-digit integer)."""
-    product = 1
-    for dim in dims:
-        product *= dim
-        if product > cap:
-            return product
-    return product
+    return tuple(shape)
 
 
 def _short(values: list[Any], shown: int = 8) -> str:
@@ -324,28 +319,60 @@ def check_calibration(calibration: Mapping[str, Any]) -> None:
 
 
 def _check_layers(
-    layers: list[Any], shapes: dict[str, tuple[int, ...]], input_size: int, meta: dict[str, Any]
+    layers: list[Any], shapes: dict[str, Shape], input_shape: Shape, meta: dict[str, Any], version: int
 ) -> None:
     named: set[str] = set()
-    width = input_size
+    geometries = []
+    activations = []
     for index, layer in enumerate(layers):
         where = f"layer {index}"
         if not isinstance(layer, dict):
             raise HeaderError(f"{where} must be a map, found {type(layer).__name__}.")
-        _choice(layer, "kind", LAYER_KINDS, where)
-        _choice(layer, "activation", ACTIVATIONS, where)
-        weight = _tensor_ref(layer, "weight", shapes, named, where)
-        bias = _tensor_ref(layer, "bias", shapes, named, where)
-        if len(weight) != 2 or weight[1] != width:
-            raise ShapeError(f"{where}: weight must have shape [out, {width}], found {list(weight)}.")
-        if bias != (weight[0],):
-            raise ShapeError(f"{where}: bias must have shape [{weight[0]}], found {list(bias)}.")
-        width = weight[0]
+        kind = _choice(layer, "kind", LAYER_KINDS, where)
+        if version == MIN_FORMAT_VERSION and kind != "dense":
+            raise HeaderError(f"{where}: format version 1 holds only dense layers, found {kind}.")
+        geometries.append(_geometry(layer, kind, shapes, named, f"{where} ({kind})"))
+        activations.append(_choice(layer, "activation", ACTIVATIONS, where) if kind in WEIGHT_RANKS else "")
     if named != set(shapes):
         unused = sorted(set(shapes) - named)
         raise HeaderError(f"every tensor must belong to a layer; {', '.join(map(repr, unused))} do not.")
-    if len(meta["labels"]) != width:
-        raise ShapeError(f"meta.labels has {len(meta['labels'])} labels for {width} outputs.")
+    outputs = network_shapes(geometries, input_shape)
+    for index, (activation, output) in enumerate(zip(activations, outputs, strict=True)):
+        if activation == "softmax" and len(output) != 1:
+            raise ShapeError(f"layer {index}: softmax needs a 1-D output, this layer gives {list(output)}.")
+    if len(outputs[-1]) != 1:
+        raise ShapeError(f"the last layer must give a 1-D output, found {list(outputs[-1])}.")
+    if len(meta["labels"]) != outputs[-1][0]:
+        raise ShapeError(f"meta.labels has {len(meta['labels'])} labels for {outputs[-1][0]} outputs.")
+
+
+def _geometry(
+    layer: dict[str, Any], kind: str, shapes: dict[str, Shape], named: set[str], where: str
+) -> Geometry:
+    """The layer's own keys (FORMAT.md section 3.2), checked, as the geometry shapes.py reads."""
+    weight: Shape = ()
+    if kind in WEIGHT_RANKS:
+        weight = _tensor_ref(layer, "weight", shapes, named, where)
+        bias = _tensor_ref(layer, "bias", shapes, named, where)
+        if len(weight) != WEIGHT_RANKS[kind]:
+            raise ShapeError(
+                f"{where}: the weight must have {WEIGHT_RANKS[kind]} dimensions, found {list(weight)}."
+            )
+        if bias != (weight[0],):
+            raise ShapeError(f"{where}: bias must have shape [{weight[0]}], found {list(bias)}.")
+    if kind not in WINDOWED:
+        return Geometry(kind, weight)
+    strides = _pair(layer, "strides", where)
+    padding = _choice(layer, "padding", PADDINGS, where)
+    pool_size = _pair(layer, "pool_size", where) if kind in POOLS else (1, 1)
+    return Geometry(kind, weight, pool_size, strides, padding)
+
+
+def _pair(layer: dict[str, Any], key: str, where: str) -> tuple[int, int]:
+    value = _get(layer, key, list, where)
+    if len(value) != 2 or not all(_is_int(v) and 1 <= v <= MAX_DIM for v in value):
+        raise ShapeError(f"{where}: {key} must be two integers from 1 to {MAX_DIM}, found {value}.")
+    return value[0], value[1]
 
 
 def _tensor_ref(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
 from mnistpack.compression import decompress
-from mnistpack.constants import FORMAT_VERSION, INT4_BLOCK_BYTES, INT4_SCALE_BYTES
-from mnistpack.container import Container, stored_crc, unpack
+from mnistpack.constants import INT4_BLOCK_BYTES, INT4_SCALE_BYTES
+from mnistpack.container import Container, LayerSpec, stored_crc, unpack
 from mnistpack.module_reader import read_module
 from mnistpack.quantize import QuantizedTensor, payload_length
+from mnistpack.shapes import count, network_shapes
 
 # How much of a long meta list, map or string inspect prints.
 SHOWN_ITEMS: Final = 16
@@ -25,11 +26,11 @@ def inspect_module(path: Path) -> list[str]:
     """Lines describing the module at `path`; a FormatError names the stage that failed."""
     compression, blob = read_module(path)
     raw = decompress(blob, compression)
-    # unpack accepts only FORMAT_VERSION and a CRC that matches, so both are known here
+    # unpack accepts only a version it reads and a CRC that matches, so both are known here
     container = unpack(raw)
     return [
         f"module: {path}",
-        f"format: mnistpack version {FORMAT_VERSION}, compression {compression}",
+        f"format: mnistpack version {container.version()}, compression {compression}",
         f"sizes: {len(blob):,} bytes stored, container {len(raw):,} bytes, "
         f"payload {sum(len(t.data) for t in container.tensors):,} bytes",
         f"crc32: {stored_crc(raw):08x} (verified)",
@@ -51,12 +52,30 @@ def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
 
 
 def _layer_lines(container: Container) -> list[str]:
-    shapes = {tensor.name: list(tensor.shape) for tensor in container.tensors}
+    tensor_shapes = {tensor.name: tensor.shape for tensor in container.tensors}
+    geometries = [layer.geometry(tensor_shapes) for layer in container.layers]
+    shape = tuple(container.meta["input"]["shape"])
+    # unpack checked that the shapes chain, so this cannot fail
+    outputs = network_shapes(geometries, shape)
     lines = [f"layers: {len(container.layers)}"]
-    for number, layer in enumerate(container.layers, start=1):
-        out, inputs = shapes[layer.weight]
-        lines.append(f"  {number}. {layer.kind} {inputs} -> {out}, {layer.activation}")
+    for number, (layer, output) in enumerate(zip(container.layers, outputs, strict=True), start=1):
+        inputs = _dims(shape) if layer.kind != "dense" else str(count(shape))
+        activation = f", {layer.activation}" if layer.activation else ""
+        lines.append(f"  {number}. {_kind(layer, tensor_shapes)} {inputs} -> {_dims(output)}{activation}")
+        shape = output
     return lines
+
+
+def _kind(layer: LayerSpec, tensor_shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """The kind and its window: "conv2d 3x3 stride 1x1 valid", "maxpool2d 2x2 stride 2x2 same"."""
+    if layer.strides is None:
+        return layer.kind
+    window = layer.pool_size or tensor_shapes[layer.weight][1:3]
+    return f"{layer.kind} {_dims(window)} stride {_dims(layer.strides)} {layer.padding}"
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
 
 
 def _tensor_line(tensor: QuantizedTensor) -> str:

@@ -6,7 +6,14 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from mnistpack.constants import BASE64_LINE_CHARS, COMPRESSIONS, FORMAT_NAME, FORMAT_VERSION, MAX_SOURCE_CHARS
+from mnistpack.constants import (
+    BASE64_LINE_CHARS,
+    COMPRESSIONS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_SOURCE_CHARS,
+    MIN_FORMAT_VERSION,
+)
 
 MODULE_NAME: Final = "MnistWeights"
 SPLIT_NOTE: Final = (
@@ -21,19 +28,27 @@ def module_path(files: Mapping[str, str]) -> str:
     return single if single in files else MODULE_NAME
 
 
-def emit_module(blob: bytes, compression: str, *, comment_lines: Sequence[str]) -> dict[str, str]:
-    """Relative path -> source: one `MnistWeights.luau`, or a split `MnistWeights/` folder."""
+def emit_module(
+    blob: bytes, compression: str, *, version: int, comment_lines: Sequence[str]
+) -> dict[str, str]:
+    """Relative path -> source: one `MnistWeights.luau`, or a split `MnistWeights/` folder.
+
+    `version` is the container's format version, which the module table repeats."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}.")
+    if not MIN_FORMAT_VERSION <= version <= FORMAT_VERSION:
+        raise ValueError(f"version must be {MIN_FORMAT_VERSION} to {FORMAT_VERSION}, not {version}.")
     comments = "".join(_comment(line) for line in comment_lines)
     lines = base64_lines(blob)
-    single = comments + _table(compression, "[[\n" + "".join(lines) + "]]")
+    single = comments + _table(compression, version, "[[\n" + "".join(lines) + "]]")
     if len(single) <= MAX_SOURCE_CHARS:
         return {f"{MODULE_NAME}.luau": single}
     parts = _split(lines)
     requires = "".join(f"\t\trequire(script.Part{k}),\n" for k in range(1, len(parts) + 1))
     joined = "table.concat({\n" + requires + "\t})"
-    files = {f"{MODULE_NAME}/init.luau": comments + _comment(SPLIT_NOTE) + _table(compression, joined)}
+    files = {
+        f"{MODULE_NAME}/init.luau": comments + _comment(SPLIT_NOTE) + _table(compression, version, joined)
+    }
     for k, part in enumerate(parts, start=1):
         files[f"{MODULE_NAME}/Part{k}.luau"] = part
     return files
@@ -51,11 +66,11 @@ def _comment(line: str) -> str:
     return f"-- {line}\n"
 
 
-def _table(compression: str, data: str) -> str:
+def _table(compression: str, version: int, data: str) -> str:
     return (
         "return {\n"
         f'\tformat = "{FORMAT_NAME}",\n'
-        f"\tversion = {FORMAT_VERSION},\n"
+        f"\tversion = {version},\n"
         f'\tcompression = "{compression}",\n'
         f"\tdata = {data},\n"
         "}\n"

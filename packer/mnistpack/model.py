@@ -1,31 +1,33 @@
-"""A trained Keras model, reduced to what mnistpack ships: a stack of Dense layers.
+"""A trained network reduced to what mnistpack ships: the layers of FORMAT.md section 3.2.
 
-Weights are stored the way FORMAT.md and the Luau runtime read them: [out, in],
-one row per output neuron (the Keras kernel transposed). `DenseStack.predict` is
-the NumPy reference forward pass the Luau side is tested against.
+Weights are stored the way FORMAT.md and the Luau runtime read them: a dense weight is
+[out, in], one row per output neuron (the Keras kernel transposed), a convolution kernel
+[out, kh, kw, in]. `Network.predict` is the NumPy reference forward pass the Luau side
+is tested against; `keras_model.load_network` reads a Keras file into a Network.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from mnistpack.constants import ACTIVATIONS, MAX_DIM, MAX_LAYERS
-from mnistpack.data import INPUT_SIZE
-from mnistpack.errors import ModelError
+from mnistpack.constants import ACTIVATIONS, MAX_DIM, MAX_LAYERS, PADDINGS
+from mnistpack.data import IMAGE_SIDE
+from mnistpack.errors import FormatError, ModelError
+from mnistpack.shapes import Geometry, Shape, network_shapes, span
 
 BACKEND_ENV_VAR: Final = "KERAS_BACKEND"
 DEFAULT_BACKEND: Final = "jax"
-MODEL_SUFFIXES: Final = (".keras", ".h5", ".hdf5")
-FLOAT64_WARNING: Final = "Explicitly requested dtype float64"
-SUPPORTED_LAYERS: Final = "only stacks of Dense layers (optionally after an Input or Flatten) are supported"
+# What `predict` feeds the layers at once: bounds the convolution windows' memory.
+PREDICT_CHUNK: Final = 1000
+# What a convolutional network reads: an MNIST image, 28x28 of one channel (a dense one
+# reads the same 784 values as [28, 28], as format version 1 says).
+IMAGE_SHAPE: Final = (IMAGE_SIDE, IMAGE_SIDE, 1)
 
 
 def ensure_keras_backend() -> None:
@@ -42,77 +44,206 @@ def import_keras() -> Any:
     return keras
 
 
+def _label(name: str) -> str:
+    return f"Layer '{name}'" if name else "A layer"
+
+
+def _check_weights(name: str, weight: np.ndarray, bias: np.ndarray, rank: int, activation: str) -> None:
+    label = _label(name)
+    if weight.dtype != np.float32 or weight.ndim != rank:
+        raise ModelError(
+            f"{label} has a {weight.dtype} weight of shape {weight.shape}, expected {rank}-D float32."
+        )
+    if not all(1 <= dim <= MAX_DIM for dim in weight.shape):
+        raise ModelError(f"{label} has a weight of shape {weight.shape}; every size must be 1..{MAX_DIM}.")
+    outputs = weight.shape[0]
+    if bias.dtype != np.float32 or bias.shape != (outputs,):
+        raise ModelError(
+            f"{label} has a {bias.dtype} bias of shape {bias.shape}, expected float32 ({outputs},)."
+        )
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise ModelError(f"{label} has NaN or infinite weights; retrain or fix the model.")
+    if activation not in ACTIVATIONS:
+        raise ModelError(f"{label} uses activation '{activation}'; supported: {', '.join(ACTIVATIONS)}.")
+
+
+def _check_window(name: str, strides: tuple[int, int], padding: str, pool_size: tuple[int, int]) -> None:
+    if not all(1 <= value <= MAX_DIM for value in (*strides, *pool_size)):
+        raise ModelError(f"{_label(name)} has strides {strides} or window {pool_size} outside 1..{MAX_DIM}.")
+    if padding not in PADDINGS:
+        raise ModelError(f"{_label(name)} uses padding '{padding}'; supported: {', '.join(PADDINGS)}.")
+
+
 @dataclass(frozen=True)
 class DenseLayer:
     weight: np.ndarray  # float32 [out, in] row-major: Keras kernel TRANSPOSED
     bias: np.ndarray  # float32 [out]
     activation: str  # one of constants.ACTIVATIONS
     name: str = ""  # the Keras layer name, for messages
+    kind: str = "dense"
 
     def __post_init__(self) -> None:
-        label = f"Layer '{self.name}'" if self.name else "A layer"
-        if self.weight.dtype != np.float32 or self.weight.ndim != 2:
-            raise ModelError(
-                f"{label} has a {self.weight.dtype} weight of shape {self.weight.shape}, "
-                "expected 2-D float32."
-            )
-        rows, cols = self.weight.shape
-        if not (1 <= rows <= MAX_DIM and 1 <= cols <= MAX_DIM):
-            raise ModelError(f"{label} maps {cols} inputs to {rows} outputs; sizes must be 1..{MAX_DIM}.")
-        if self.bias.dtype != np.float32 or self.bias.shape != (rows,):
-            raise ModelError(
-                f"{label} has a {self.bias.dtype} bias of shape {self.bias.shape}, "
-                f"expected float32 ({rows},)."
-            )
-        if not (np.isfinite(self.weight).all() and np.isfinite(self.bias).all()):
-            raise ModelError(f"{label} has NaN or infinite weights; retrain or fix the model.")
-        if self.activation not in ACTIVATIONS:
-            raise ModelError(
-                f"{label} uses activation '{self.activation}'; supported: {', '.join(ACTIVATIONS)}."
-            )
+        _check_weights(self.name, self.weight, self.bias, 2, self.activation)
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.kind, self.weight.shape)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """What the activation gets: W x + b."""
+        logits: np.ndarray = x.reshape(len(x), -1) @ self.weight.T + self.bias
+        return logits
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return _ACTIVATION_FUNCTIONS[self.activation](self.logits(x))
 
 
 @dataclass(frozen=True)
-class DenseStack:
-    layers: tuple[DenseLayer, ...]
+class Conv2DLayer:
+    kernel: np.ndarray  # float32 [out, kh, kw, in]: Keras kernel [kh, kw, in, out] with out moved first
+    bias: np.ndarray  # float32 [out]
+    strides: tuple[int, int]
+    padding: str  # one of constants.PADDINGS
+    activation: str
+    name: str = ""
+    kind: str = "conv2d"
+
+    def __post_init__(self) -> None:
+        _check_weights(self.name, self.kernel, self.bias, 4, self.activation)
+        _check_window(self.name, self.strides, self.padding, (1, 1))
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.kernel
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.kind, self.kernel.shape, strides=self.strides, padding=self.padding)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, kh, kw, channels = self.kernel.shape
+        windows = _windows(x, (kh, kw), self.strides, self.padding, 0.0)  # [N, OH, OW, C, kh, kw]
+        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(*windows.shape[:3], kh * kw * channels)
+        flat_kernel = self.kernel.reshape(out, kh * kw * channels)
+        return _ACTIVATION_FUNCTIONS[self.activation](patches @ flat_kernel.T + self.bias)
+
+
+@dataclass(frozen=True)
+class Pool2DLayer:
+    kind: str  # "maxpool2d" or "avgpool2d"
+    pool_size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("maxpool2d", "avgpool2d"):
+            raise ModelError(f"{_label(self.name)} is a '{self.kind}', not maxpool2d or avgpool2d.")
+        _check_window(self.name, self.strides, self.padding, self.pool_size)
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.kind, (), self.pool_size, self.strides, self.padding)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        # padding positions never count: -inf loses every max, NaN is left out of the mean
+        fill = -np.inf if self.kind == "maxpool2d" else np.nan
+        windows = _windows(x, self.pool_size, self.strides, self.padding, fill)
+        if self.kind == "maxpool2d":
+            result: np.ndarray = windows.max(axis=(4, 5))
+        else:
+            result = np.nanmean(windows, axis=(4, 5)) if self.padding == "same" else windows.mean(axis=(4, 5))
+        return result.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool2DLayer:
+    name: str = ""
+    kind: str = "global_avgpool2d"
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.kind)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        result: np.ndarray = x.mean(axis=(1, 2), dtype=np.float32)
+        return result
+
+
+@dataclass(frozen=True)
+class FlattenLayer:
+    name: str = ""
+    kind: str = "flatten"
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.kind)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), -1)
+
+
+Layer = DenseLayer | Conv2DLayer | Pool2DLayer | GlobalAvgPool2DLayer | FlattenLayer
+WeightedLayer = DenseLayer | Conv2DLayer
+
+
+@dataclass(frozen=True)
+class Network:
+    layers: tuple[Layer, ...]
     source_sha256: str  # sha256 hex of the model file bytes
+    input_shape: Shape = (IMAGE_SIDE, IMAGE_SIDE)  # what the first layer reads (FORMAT.md 3.3)
     # meta.calibration's temperature: a final softmax takes logits / temperature
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.layers) <= MAX_LAYERS:
-            raise ModelError(f"The model has {len(self.layers)} Dense layers, expected 1..{MAX_LAYERS}.")
-        if self.input_size != INPUT_SIZE:
-            raise ModelError(
-                f"The model takes {self.input_size} inputs, expected {INPUT_SIZE} (28x28 MNIST pixels)."
-            )
-        for before, after in zip(self.layers, self.layers[1:], strict=False):
-            if after.weight.shape[1] != before.weight.shape[0]:
+            raise ModelError(f"The model has {len(self.layers)} layers to ship, expected 1..{MAX_LAYERS}.")
+        if not any(isinstance(layer, DenseLayer | Conv2DLayer) for layer in self.layers):
+            raise ModelError("The model has no Dense or Conv2D layer, so nothing to ship.")
+        try:
+            shapes = self.shapes()
+        except FormatError as exc:
+            raise ModelError(f"The layers do not fit together: {exc}") from exc
+        for layer, shape in zip(self.layers, shapes, strict=True):
+            if getattr(layer, "activation", "") == "softmax" and len(shape) != 1:
                 raise ModelError(
-                    f"Layer '{after.name}' takes {after.weight.shape[1]} inputs but the layer before it "
-                    f"gives {before.weight.shape[0]}."
+                    f"{_label(layer.name)} applies softmax to a {list(shape)} output; not supported."
                 )
+        if len(shapes[-1]) != 1:
+            raise ModelError(
+                f"The model's output has shape {list(shapes[-1])}; it must be a vector of classes."
+            )
+
+    def shapes(self) -> list[Shape]:
+        """Each layer's output shape (FORMAT.md section 3.3)."""
+        return network_shapes([layer.geometry() for layer in self.layers], self.input_shape)
 
     @property
     def input_size(self) -> int:
-        return int(self.layers[0].weight.shape[1])
+        return math.prod(self.input_shape)
 
     @property
     def output_size(self) -> int:
-        return int(self.layers[-1].weight.shape[0])
+        return self.shapes()[-1][0]
+
+    @property
+    def weighted(self) -> list[WeightedLayer]:
+        """The layers that have tensors, in order."""
+        return [layer for layer in self.layers if isinstance(layer, DenseLayer | Conv2DLayer)]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """NumPy float32 forward pass: images [N, 784] in 0..1 -> outputs [N, out]."""
         x = np.asarray(images, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"predict wants [N, {self.input_size}] images, got shape {x.shape}.")
-        for index, layer in enumerate(self.layers):
-            z = x @ layer.weight.T + layer.bias
-            if index == len(self.layers) - 1 and layer.activation == "softmax" and self.temperature != 1:
-                x = _softmax(z, self.temperature)
-            else:
-                x = _ACTIVATION_FUNCTIONS[layer.activation](z)
-        return x
+        chunks = [
+            self._forward(x[start : start + PREDICT_CHUNK]) for start in range(0, len(x), PREDICT_CHUNK)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.output_size), np.float32)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        x = x.reshape(len(x), *self.input_shape)
+        for layer in self.layers[:-1]:
+            x = layer.forward(x)
+        last = self.layers[-1]
+        if isinstance(last, DenseLayer) and last.activation == "softmax" and self.temperature != 1:
+            return _softmax(last.logits(x), self.temperature)
+        return last.forward(x)
 
 
 def dense_stack_from_arrays(
@@ -120,105 +251,45 @@ def dense_stack_from_arrays(
     *,
     source_sha256: str = "0" * 64,
     temperature: float = 1.0,
-) -> DenseStack:
-    """Build a checked DenseStack from (weight [out, in], bias [out], activation) triples."""
+) -> Network:
+    """Build a checked network of dense layers from (weight [out, in], bias [out], activation) triples."""
     built = []
     for index, (weight, bias, activation) in enumerate(layers):
         built.append(
             DenseLayer(
-                weight=_frozen_float32(weight),
-                bias=_frozen_float32(bias),
+                weight=frozen_float32(weight),
+                bias=frozen_float32(bias),
                 activation=activation,
                 name=f"dense_{index}",
             )
         )
-    return DenseStack(layers=tuple(built), source_sha256=source_sha256, temperature=temperature)
+    return Network(layers=tuple(built), source_sha256=source_sha256, temperature=temperature)
 
 
-def load_dense_stack(path: Path) -> DenseStack:
-    """Load a Keras model file and extract its Dense layers, or say in one sentence why not."""
-    if path.is_dir():
-        raise ModelError(f"Model path {path} is a folder; expected a .keras file.")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelError(f"Model file {path} does not exist.") from exc
-    except OSError as exc:
-        raise ModelError(f"Cannot read model file {path}: {exc.strerror or exc}.") from exc
-    if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise ModelError(f"{path} is not a Keras model file: expected a .keras file (or a legacy .h5).")
-    model = _load_keras_model(path)
-    try:
-        return DenseStack(layers=_dense_layers(model), source_sha256=hashlib.sha256(raw).hexdigest())
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from exc
-
-
-def _load_keras_model(path: Path) -> Any:
-    keras = import_keras()
-    try:
-        with warnings.catch_warnings():
-            # JAX holds float64 weights as float32 and warns once per array; mnistpack packs
-            # float32 at most, so the model loses nothing it would have kept
-            warnings.filterwarnings("ignore", FLOAT64_WARNING, UserWarning)
-            model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises bare ValueError/OSError/TypeError for bad files.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path} is not a Keras model that Keras can load ({reason}).") from exc
-    if not isinstance(model, keras.Model):
-        raise ModelError(f"{path} holds a {type(model).__name__}, not a Keras model.")
-    return model
-
-
-def _dense_layers(model: Any) -> tuple[DenseLayer, ...]:
-    keras = import_keras()
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError) as exc:
-        raise ModelError("The model was never built, so its input size is unknown.") from exc
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(
-            f"The model has {len(inputs)} inputs and {len(outputs)} outputs, expected one of each."
-        )
-    shape = tuple(inputs[0].shape[1:])
-    if None in shape or int(np.prod(shape)) != INPUT_SIZE:
-        raise ModelError(
-            f"The model takes inputs of shape {shape}, expected {INPUT_SIZE} values (28x28 pixels)."
-        )
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if type(layer) is keras.layers.Flatten:
-            shape = (int(np.prod(shape)),)
-            continue
-        if type(layer) is not keras.layers.Dense or getattr(layer, "quantization_mode", None):
-            raise ModelError(f"Layer '{layer.name}' is a {type(layer).__name__}; {SUPPORTED_LAYERS}.")
-        if len(shape) != 1:
-            raise ModelError(f"Dense layer '{layer.name}' gets a {shape} input; put a Flatten before it.")
-        layers.append(_dense_layer(keras, layer))
-        shape = (layer.units,)
-    if not layers:
-        raise ModelError(f"The model has no Dense layer; {SUPPORTED_LAYERS}.")
-    return tuple(layers)
-
-
-def _dense_layer(keras: Any, layer: Any) -> DenseLayer:
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    bias = keras.ops.convert_to_numpy(layer.bias) if layer.use_bias else np.zeros(layer.units, np.float32)
-    activation = getattr(layer.activation, "__name__", repr(layer.activation))
-    return DenseLayer(
-        weight=_frozen_float32(np.asarray(kernel).T),
-        bias=_frozen_float32(bias),
-        activation=activation,
-        name=layer.name,
-    )
-
-
-def _frozen_float32(array: np.ndarray) -> np.ndarray:
+def frozen_float32(array: np.ndarray) -> np.ndarray:
+    """A read-only C-ordered float32 copy: layers never share or change their arrays."""
     out = np.array(array, dtype=np.float32, order="C", copy=True)
     out.setflags(write=False)
     return out
+
+
+def _windows(
+    x: np.ndarray, size: tuple[int, int], strides: tuple[int, int], padding: str, fill: float
+) -> np.ndarray:
+    """[N, H, W, C] -> strided view [N, OH, OW, C, kh, kw] of every window, padding filled with `fill`."""
+    _, height, width, _ = x.shape
+    down = span(height, size[0], strides[0], padding)
+    across = span(width, size[1], strides[1], padding)
+    assert down is not None and across is not None  # Network checked the shapes
+    bottom = (down.outputs - 1) * strides[0] + size[0] - height - down.before
+    right = (across.outputs - 1) * strides[1] + size[1] - width - across.before
+    padded = np.pad(
+        x,
+        ((0, 0), (down.before, max(bottom, 0)), (across.before, max(right, 0)), (0, 0)),
+        constant_values=fill,
+    )
+    view = np.lib.stride_tricks.sliding_window_view(padded, size, axis=(1, 2))
+    return view[:, :: strides[0], :: strides[1]][:, : down.outputs, : across.outputs]
 
 
 def _softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mnistpack.constants import COMPRESSIONS, FORMAT_NAME, FORMAT_VERSION, MAX_SOURCE_CHARS
+from mnistpack.constants import (
+    COMPRESSIONS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_SOURCE_CHARS,
+    MIN_FORMAT_VERSION,
+)
 from mnistpack.errors import Base64Error, ModuleFormatError
 from mnistpack.luau_host import pluau
 from mnistpack.roblox import INIT_STEM, script_kind
@@ -395,15 +401,16 @@ class _Evaluation:
                 f"found {_describe(name)}."
             )
         version = returned.raw_get("version")
-        if not _is_number(version) or version != FORMAT_VERSION:
+        readable = _is_number(version) and version in range(MIN_FORMAT_VERSION, FORMAT_VERSION + 1)
+        if not readable:
             if _is_number(version) and version > FORMAT_VERSION:
                 raise ModuleFormatError(
-                    f"{path} was made for format version {version:g}; this mnistpack reads version "
-                    f"{FORMAT_VERSION}. Update mnistpack."
+                    f"{path} was made for format version {version:g}; this mnistpack reads versions "
+                    f"{MIN_FORMAT_VERSION} to {FORMAT_VERSION}. Update mnistpack."
                 )
             raise ModuleFormatError(
-                f"{path}: expected version = {FORMAT_VERSION} (a number), found {_describe(version)}. "
-                "Rebuild it with a current mnistpack."
+                f"{path}: expected version = {MIN_FORMAT_VERSION} to {FORMAT_VERSION} (a number), "
+                f"found {_describe(version)}. Rebuild it with a current mnistpack."
             )
         compression = _text(returned.raw_get("compression"))
         if compression not in COMPRESSIONS:

@@ -19,6 +19,7 @@ from mnistpack.constants import (
     INT4_ZERO_CODE,
     INT8_MAX,
     INT8_SCALE_ZERO_BITS,
+    MAX_TENSOR_RANK,
     PRECISIONS,
 )
 from mnistpack.errors import QuantizationError, ShapeError
@@ -38,6 +39,14 @@ class QuantizedTensor:
     scales: tuple[float, ...] = ()  # int8 only (float32 values)
 
 
+def rows_and_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+    """FORMAT.md section 3.1: a tensor is stored as shape[0] rows of the other dimensions'
+    product, and a 1-D tensor as one row (a convolution kernel has a row per output channel)."""
+    if len(shape) == 1:
+        return 1, shape[0]
+    return shape[0], math.prod(shape[1:])
+
+
 def payload_length(precision: str, shape: tuple[int, ...]) -> int:
     """Byte length FORMAT.md section 4 gives a tensor of this precision and shape."""
     n = math.prod(shape)
@@ -48,25 +57,27 @@ def payload_length(precision: str, shape: tuple[int, ...]) -> int:
     if precision == "int8":
         return n
     if precision == "int4":
-        rows, cols = shape
+        rows, cols = rows_and_cols(shape)
         return rows * _int4_blocks(cols) * (INT4_SCALE_BYTES + INT4_BLOCK_BYTES)
     raise QuantizationError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
 
 
 def quantize(name: str, values: np.ndarray, precision: str, *, per_row: bool = False) -> QuantizedTensor:
-    """Encode `values` (1-D or 2-D, row-major) at `precision`.
+    """Encode `values` (1 to 4 dimensions, row-major) at `precision`.
 
-    `per_row` gives int8 one scale per row instead of one per tensor. Per tensor is the
-    default: on the shipped model it compresses much better (docs/quantization.md) at
-    the same accuracy, because the codes stay small instead of every row reaching 127.
+    `per_row` gives int8 one scale per row (per output, or output channel of a
+    convolution kernel) instead of one per tensor. Per tensor is the default for dense
+    weights: on the shipped MLP it compresses much better (docs/quantization.md) at the
+    same accuracy, because the codes stay small instead of every row reaching 127.
     """
     w = np.asarray(values)
     if precision not in PRECISIONS:
         raise QuantizationError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
-    if w.ndim not in (1, 2) or (precision in ("int8", "int4") and w.ndim != 2):
-        rank = "2" if precision in ("int8", "int4") else "1 or 2"
+    lowest = 2 if precision in ("int8", "int4") else 1
+    if not lowest <= w.ndim <= MAX_TENSOR_RANK:
         raise QuantizationError(
-            f"{precision} tensor {name!r} must have {rank} dimensions, not shape {w.shape}."
+            f"{precision} tensor {name!r} must have {lowest} to {MAX_TENSOR_RANK} dimensions, "
+            f"not shape {w.shape}."
         )
     if w.size == 0:
         raise QuantizationError(f"tensor {name!r} is empty (shape {w.shape}).")
@@ -82,10 +93,11 @@ def quantize(name: str, values: np.ndarray, precision: str, *, per_row: bool = F
         return QuantizedTensor(name, precision, shape, w.astype("<f4").tobytes())
     if precision == "float16":
         return QuantizedTensor(name, precision, shape, _encode_float16(name, w))
+    matrix = w.reshape(rows_and_cols(shape))
     if precision == "int8":
-        data, scales = _encode_int8(w, per_row)
+        data, scales = _encode_int8(matrix, per_row)
         return QuantizedTensor(name, precision, shape, data, scales)
-    return QuantizedTensor(name, precision, shape, _encode_int4(name, w))
+    return QuantizedTensor(name, precision, shape, _encode_int4(name, matrix))
 
 
 def dequantize(tensor: QuantizedTensor) -> np.ndarray:
@@ -100,9 +112,10 @@ def dequantize(tensor: QuantizedTensor) -> np.ndarray:
         return np.frombuffer(tensor.data, "<f4").astype(np.float32).reshape(tensor.shape)
     if tensor.precision == "float16":
         return _decode_float16(tensor.data).reshape(tensor.shape)
+    matrix = rows_and_cols(tensor.shape)
     if tensor.precision == "int8":
-        return _decode_int8(tensor.data, tensor.shape, tensor.scales)
-    return _decode_int4(tensor.data, tensor.shape)
+        return _decode_int8(tensor.data, matrix, tensor.scales).reshape(tensor.shape)
+    return _decode_int4(tensor.data, matrix).reshape(tensor.shape)
 
 
 # --- float16: byte-planar IEEE half --------------------------------------------------

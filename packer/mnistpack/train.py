@@ -1,8 +1,11 @@
-"""Train the 784-hidden-10 MLP with Keras and save it, with a JSON note of what was measured.
+"""Train a network (mnistpack.architectures: the 784-hidden-10 MLP or the small CNN) with Keras
+and save it, with a JSON note of what was measured.
 
-The network trains with Dropout after the hidden layer; the saved model is the same
-weights in a plain Input-Dense-Dense stack (Dropout is the identity at inference),
-so `load_dense_stack` reads it and the file carries no optimizer state.
+The MLP trains with Dropout after the hidden layer; the saved model is the same weights
+in a fresh model without it (Dropout is the identity at inference), so
+`keras_model.load_network` reads it and the file carries no optimizer state. The CNN
+also sees every training image rotated, scaled and shifted anew each epoch
+(mnistpack.affine).
 
 The training images are MNIST's own plus copies redrawn in players' styles
 (mnistpack.augment); after training, the network is calibrated on held-out digits
@@ -26,7 +29,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from mnistpack import __version__, signals
+from mnistpack import __version__, architectures, signals
+from mnistpack.affine import Jitter, jittered_batches
 from mnistpack.augment import AugmentConfig, augmented, player_redraws
 from mnistpack.calibrate import Calibration, Operating, calibrate
 from mnistpack.constants import MAX_DECODED_VALUES
@@ -48,14 +52,18 @@ MAX_HIDDEN: Final = (MAX_DECODED_VALUES - NUM_CLASSES) // (INPUT_SIZE + 1 + NUM_
 
 @dataclass(frozen=True)
 class TrainConfig:
-    hidden: int = 256
+    arch: str = "mlp"  # one of architectures.ARCHITECTURES
+    hidden: int = 256  # the MLP's hidden layer
+    cnn: architectures.CnnSpec = architectures.CNN  # the CNN's layers
     # Upper bound: with the cosine schedule early stopping usually ends at 20-30 epochs, ~1 s each.
     max_epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 1e-3  # Adam, cosine-decayed over max_epochs down to lr_floor of it
     lr_floor: float = 0.01
     # Training-only regularisation: measured +0.2-0.3 points of test accuracy at hidden=256.
-    dropout: float = 0.3
+    dropout: float = 0.3  # the MLP's
+    # Rotation, scale and shift of every training image, drawn anew each epoch; None: off.
+    jitter: Jitter | None = None
     validation_fraction: float = 0.1  # the last 10% of the training images
     patience: int = 6  # epochs without a lower validation loss before stopping
     seed: int = 0
@@ -85,6 +93,23 @@ class TrainConfig:
             raise ValueError(f"player_copies and warp_copies must be >= 0, got {self}.")
         if not (0 < self.max_wrong_among_sure < 1 and 0 < self.max_not_sure < 1):
             raise ValueError(f"max_wrong_among_sure and max_not_sure must be in (0, 1), got {self}.")
+        if self.arch not in architectures.ARCHITECTURES:
+            known = ", ".join(architectures.ARCHITECTURES)
+            raise ValueError(f"arch must be one of {known}, got {self.arch!r}.")
+
+    @classmethod
+    def for_arch(cls, arch: str, **options: Any) -> TrainConfig:
+        """The defaults measured for `arch` (docs/cnn.md for the CNN's), then `options`."""
+        defaults: dict[str, Any] = {}
+        if arch == "cnn":
+            # The CNN: a higher learning rate, every training image jittered each epoch, and
+            # every epoch run (the best one is still kept). Its validation loss is noisy at
+            # high learning rates: stopping after 6 epochs without a new low ended 3 of the
+            # first 5 candidates early (after 16, 17 and 26 of 30 epochs), before the cosine
+            # schedule's low rates (docs/cnn.md).
+            epochs = options.get("max_epochs", cls.max_epochs)
+            defaults = {"learning_rate": 3e-3, "jitter": Jitter(), "patience": epochs}
+        return cls(arch=arch, **{**defaults, **options})
 
 
 @dataclass(frozen=True)
@@ -151,15 +176,18 @@ def train(mnist: Mnist, config: TrainConfig, log: Log, cache: Path | None = None
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
-    log(f"training 784-{config.hidden}-10 on {len(x_train)} images, validating on {len(x_val)}")
+    log(f"training {_describe(config)} on {len(x_train)} images, validating on {len(x_val)}")
     started = time.perf_counter()
+    batches = (
+        {"x": x_train, "y": y_train, "batch_size": config.batch_size}
+        if config.jitter is None
+        else {"x": jittered_batches(keras, x_train, y_train, config.batch_size, config.jitter, config.seed)}
+    )
     # Ctrl-C and SIGTERM stop training at the end of a batch, never inside JAX (which may
     # swallow a KeyboardInterrupt or crash on it); then they are raised, and nothing is saved.
     with signals.deferred(escalate=True) as pending:
         history = training.fit(
-            x_train,
-            y_train,
-            batch_size=config.batch_size,
+            **batches,
             epochs=config.max_epochs,
             validation_data=(x_val, y_val),
             callbacks=[
@@ -177,7 +205,7 @@ def train(mnist: Mnist, config: TrainConfig, log: Log, cache: Path | None = None
             f"stopped after {len(val_losses)} epochs; kept epoch {best + 1} (val_loss {val_losses[best]:.4f})"
         )
 
-        model = export_model(keras, training)
+        model = export_model(keras, training, config)
         calibration = held_out = None
         if x_player is not None:
             player = slice(len(x_val) - len(x_player), len(x_val))
@@ -214,14 +242,11 @@ def _augment_config(config: TrainConfig) -> AugmentConfig:
     return AugmentConfig(player_copies=config.player_copies, warp_copies=config.warp_copies, seed=config.seed)
 
 
-def export_model(keras: Any, training: Any) -> Any:
-    """The trained Dense weights in a fresh, uncompiled Input-Dense-Dense model (no Dropout)."""
-    dense = [layer for layer in training.layers if isinstance(layer, keras.layers.Dense)]
-    model = _plain_model(keras, dense[0].units, dropout=0.0)
-    for target, source in zip(
-        [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)], dense, strict=True
-    ):
-        target.set_weights(source.get_weights())
+def export_model(keras: Any, training: Any, config: TrainConfig) -> Any:
+    """The trained weights in a fresh, uncompiled model of the same layers without Dropout."""
+    model = _network(keras, config, dropout=0.0)
+    # Dropout has no weights, so both models list the same weights in the same order
+    model.set_weights(training.get_weights())
     return model
 
 
@@ -306,8 +331,8 @@ def _check_writable(out: Path) -> None:
 
 
 def _training_model(keras: Any, config: TrainConfig, *, steps_per_epoch: int) -> Any:
-    model = _plain_model(keras, config.hidden, dropout=config.dropout)
-    glorot_init(keras, model, config.seed)
+    model = _network(keras, config, dropout=config.dropout)
+    architectures.glorot_init(keras, model, config.seed)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=steps_per_epoch * config.max_epochs, alpha=config.lr_floor
     )
@@ -319,30 +344,16 @@ def _training_model(keras: Any, config: TrainConfig, *, steps_per_epoch: int) ->
     return model
 
 
-def _plain_model(keras: Any, hidden: int, *, dropout: float) -> Any:
-    # Zero initializers: on JAX, Keras compiles its random initializer once per kernel shape,
-    # seconds each on 2 cores, and a saved model re-runs its initializers when loaded.
-    # glorot_init draws the starting weights in NumPy instead.
-    layers = [keras.Input(shape=(INPUT_SIZE,), name="pixels")]
-    layers.append(keras.layers.Dense(hidden, activation="relu", kernel_initializer="zeros", name="hidden"))
-    if dropout > 0:
-        layers.append(keras.layers.Dropout(dropout, name="dropout"))
-    layers.append(
-        keras.layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer="zeros", name="digits")
-    )
-    return keras.Sequential(layers, name=f"mnist{hidden}")
+def _network(keras: Any, config: TrainConfig, *, dropout: float) -> Any:
+    if config.arch == "cnn":
+        return architectures.cnn(keras, config.cnn)
+    return architectures.mlp(keras, config.hidden, dropout=dropout)
 
 
-def glorot_init(keras: Any, model: Any, seed: int) -> None:
-    """Keras' default Dense start (Glorot-uniform kernels, zero biases), drawn in NumPy."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            kernel, bias = layer.get_weights()
-            limit = np.sqrt(6.0 / sum(kernel.shape))
-            layer.set_weights(
-                [rng.uniform(-limit, limit, kernel.shape).astype(np.float32), np.zeros_like(bias)]
-            )
+def _describe(config: TrainConfig) -> str:
+    if config.arch == "cnn":
+        return f"the CNN {config.cnn.describe()}"
+    return f"784-{config.hidden}-10"
 
 
 def _progress_callback(keras: Any, max_epochs: int, log: Log) -> Any:
