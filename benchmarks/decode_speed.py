@@ -1,9 +1,10 @@
-"""Speed of the pure-Luau decoder stack on the shipped model, in the Luau VM at -O2.
+"""Speed of the pure-Luau decoder stack on the shipped models, in the Luau VM at -O2.
 
-Run: .venv/bin/python benchmarks/decode_speed.py [--repeat N] [--out PATH]
+Run: .venv/bin/python benchmarks/decode_speed.py [--model PATH]... [--repeat N] [--out PATH]
 
-Builds the shipped model (models/mnist256.keras) at every precision with `mnistpack
-build`'s own pipeline, then times with the process CPU clock the median of N runs of:
+Builds each model (default: both shipped ones, the default CNN models/mnist-cnn.keras and
+the MLP models/mnist256.keras) at every precision with `mnistpack build`'s own pipeline,
+then times with the process CPU clock the median of N runs of:
 Base64.decode, Zstd.decompress, Crc32.compute and the whole
 Decoder.decode per precision, plus compiling and running the reference project's float32
 text export of the same weights. Prints a table and writes JSON to
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mnistpack.build import build, shipped_model, text_export  # noqa: E402
+from mnistpack.assets import CNN_MODEL_NAME, MLP_MODEL_NAME, models_dir  # noqa: E402
+from mnistpack.build import build, text_export  # noqa: E402
 from mnistpack.compression import decompress  # noqa: E402
 from mnistpack.constants import PRECISIONS  # noqa: E402
 from mnistpack.keras_model import load_network  # noqa: E402
@@ -81,20 +83,20 @@ def median_seconds(step: Any, repeats: int) -> float:
     return statistics.median(runs)
 
 
-def build_modules(workdir: Path) -> dict[str, Path]:
-    """The shipped model built at every precision, as `mnistpack build` writes it."""
+def build_modules(workdir: Path, model: Path) -> dict[str, Path]:
+    """`model` built at every precision, as `mnistpack build` writes it."""
     paths = {}
     for precision in PRECISIONS:
         out = workdir / precision
-        build(model=None, precision=precision, out_dir=out, compression="zstd", data_dir=None)
+        build(model=model, precision=precision, out_dir=out, compression="zstd", data_dir=None)
         folder = out / "MnistWeights"
         paths[precision] = folder if folder.is_dir() else out / "MnistWeights.luau"
     return paths
 
 
-def text_export_timing(repeats: int) -> dict[str, float]:
+def text_export_timing(model: Path, repeats: int) -> dict[str, float]:
     """Compile (and run) the reference project's float32 text export of the same weights."""
-    source = text_export(load_network(shipped_model()))
+    source = text_export(load_network(model))
     modules = [m for m in re.split(r"(?m)^(?=return )", source) if m.strip()]
     host = LuauHost()
     compile_times, run_times = [], []
@@ -113,10 +115,10 @@ def text_export_timing(repeats: int) -> dict[str, float]:
     }
 
 
-def measure(repeats: int) -> dict[str, Any]:
+def measure(model: Path, repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = build_modules(Path(tmp))
+        paths = build_modules(Path(tmp), model)
         host = LuauHost()
         timers = host.run(TIMERS)[0]
         compression, blob = read_module(paths["int8"])
@@ -147,34 +149,42 @@ def measure(repeats: int) -> dict[str, Any]:
             results[f"module_{precision}_bytes"] = sum(
                 p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*.luau"))
             )
-    results.update(text_export_timing(max(3, repeats // 4)))
+    results.update(text_export_timing(model, max(3, repeats // 4)))
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=[],
+        help="Keras model; repeat for several (default: both shipped models, the CNN and the MLP)",
+    )
     parser.add_argument("--repeat", type=int, default=21, help="runs per measurement; the median is kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    results = measure(args.repeat)
-    report = {
-        "results": results,
-        "targets": TARGETS,
-        "met": {
+    models = args.model or [models_dir() / CNN_MODEL_NAME, models_dir() / MLP_MODEL_NAME]
+    report: dict[str, Any] = {"models": {}, "targets": TARGETS}
+    for model in models:
+        results = measure(model, args.repeat)
+        met = {
             "base64": results["base64_text_MBps"] >= TARGETS["base64_text_MBps"],
             "zstd": results["zstd_output_MBps"] >= TARGETS["zstd_output_MBps"],
             "decode_int8": results["decode_int8_ms"] <= TARGETS["decode_int8_ms"],
-        },
-        "repeats": args.repeat,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(),
-        },
+        }
+        report["models"][model.name] = {"results": results, "met": met}
+        print(model)
+        for key, value in results.items():
+            print(f"  {key:28s} {value:12.2f}" if isinstance(value, float) else f"  {key:28s} {value:12d}")
+        print("  targets met:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in met.items()))
+    report["repeats"] = args.repeat
+    report["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
     }
-    for key, value in results.items():
-        print(f"{key:28s} {value:12.2f}" if isinstance(value, float) else f"{key:28s} {value:12d}")
-    print("targets met:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in report["met"].items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

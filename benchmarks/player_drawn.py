@@ -1,6 +1,6 @@
 """Digits drawn the way players draw them, read end to end through the client's own Luau code.
 
-Run: .venv/bin/python -m benchmarks.player_drawn [--data DIR] [--model PATH] [--digits N] [--seed 0]
+Run: .venv/bin/python -m benchmarks.player_drawn [--data DIR] [--model PATH]... [--digits N] [--seed 0]
 
 Every MNIST *test* digit (never seen in training) is turned into what a player's mouse
 would have produced: its skeleton traced into strokes (mnistpack.trace), then, from one
@@ -9,7 +9,8 @@ seeded generator, slanted, rotated, squashed or stretched, drawn at any size fro
 way pointer events arrive: unevenly spaced along the stroke (slow and fast strokes cut
 corners differently), with hand jitter, rounded to the screen pixels of a 420-pixel canvas.
 
-Each drawing is then read exactly as the client reads it, in one Luau VM: the int8 build
+Each drawing is then read exactly as the client reads it, by every model given (default:
+both shipped models, the CNN and the MLP, in the same run), in a Luau VM: the int8 build
 of the model (`mnistpack build --quant int8`, decoded by luau/Decoder), and
 - **strokes**: `Preprocessing.fromStrokes` on the strokes, then `Model:predict` (the client
   since issue 9);
@@ -40,7 +41,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from mnistpack.build import build, shipped_model
+from mnistpack.assets import CNN_MODEL_NAME, MLP_MODEL_NAME, models_dir
+from mnistpack.build import build
 from mnistpack.data import load_test_set, resolve_data_dir
 from mnistpack.luau_runtime import READ_DRAWINGS_LUAU, LuauPredictions, LuauRuntime, encode_drawings
 from mnistpack.strokes import Strokes
@@ -253,27 +255,28 @@ def per_digit_times(runtime: LuauRuntime, drawings: Sequence[Strokes], repeat: i
     }
 
 
-def run(data_dir: Path | None, model: Path, digits: int, seed: int) -> dict[str, Any]:
+def read(
+    model: Path,
+    strokes: list[Strokes],
+    labels: np.ndarray,
+    sizes: np.ndarray,
+    test_set: tuple[np.ndarray, np.ndarray],
+) -> dict[str, Any]:
+    """Everything the benchmark measures of one model: the drawings through both paths, MNIST's
+    test digits through `prepare`, and the time per drawing."""
     started = time.perf_counter()
-    test_set = load_test_set(data_dir)
-    if test_set is None:
-        raise SystemExit("no MNIST test data: pass --data DIR or set MNISTPACK_DATA")
-    images, labels = test_set[0][:digits], test_set[1][:digits].astype(np.int64)
-    rng = np.random.default_rng(seed)
-    drawings = [player_drawing(image.reshape(28, 28).astype(np.float64), rng) for image in images]
-    print(f"generated {len(drawings):,} drawings in {time.perf_counter() - started:.0f} s", flush=True)
-    runtime = LuauRuntime(built_module(model))
+    files = built_module(model)
+    runtime = LuauRuntime(files)
     threshold = runtime.sure_threshold if runtime.sure_threshold is not None else NOT_SURE_FALLBACK
-    strokes = [d.strokes for d in drawings]
-    sizes = np.array([d.size for d in drawings])
     via_strokes = runtime.predict_strokes(strokes)
-    print(f"read through fromStrokes: {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"{model.name}: read through fromStrokes: {time.perf_counter() - started:.0f} s", flush=True)
     batches = [strokes[i : i + BATCH] for i in range(0, len(strokes), BATCH)]
     canvas_inputs = run_chunk(
         runtime, _CANVAS_PREPARE, [encode_drawings(b) for b in batches], [len(b) for b in batches]
     )
     via_canvas = runtime.predict_inputs(canvas_inputs)
-    print(f"read through the canvas and prepare: {time.perf_counter() - started:.0f} s", flush=True)
+    seconds = time.perf_counter() - started
+    print(f"{model.name}: read through the canvas and prepare: {seconds:.0f} s", flush=True)
     originals = test_set[0].astype(np.float64)
     image_batches = [originals[i : i + BATCH] for i in range(0, len(originals), BATCH)]
     prepared = run_chunk(
@@ -283,20 +286,39 @@ def run(data_dir: Path | None, model: Path, digits: int, seed: int) -> dict[str,
         [len(b) for b in image_batches],
     )
     mnist = runtime.predict_inputs(prepared)
-    mnist_labels = test_set[1].astype(np.int64)
-    times = per_digit_times(runtime, strokes[:500], repeat=5)
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
         "model": str(model),
-        "precision": "int8",
-        "seed": seed,
-        "drawings": len(drawings),
+        "module_bytes": sum(len(source.encode()) for source in files.values()),
         "sure_threshold": threshold,
         "threshold_source": "model meta.calibration"
         if runtime.sure_threshold is not None
         else "client fallback",
+        "strokes": tables(via_strokes, labels, sizes, threshold),
+        "canvas": tables(via_canvas, labels, sizes, threshold),
+        "mnist_test_prepare": scores(mnist, test_set[1].astype(np.int64), threshold),
+        "per_digit_time": per_digit_times(runtime, strokes[:500], repeat=5),
+    }
+
+
+def run(data_dir: Path | None, models: Sequence[Path], digits: int, seed: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    test_set = load_test_set(data_dir)
+    if test_set is None:
+        raise SystemExit("no MNIST test data: pass --data DIR or set MNISTPACK_DATA")
+    images, labels = test_set[0][:digits], test_set[1][:digits].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    drawings = [player_drawing(image.reshape(28, 28).astype(np.float64), rng) for image in images]
+    print(f"generated {len(drawings):,} drawings in {time.perf_counter() - started:.0f} s", flush=True)
+    strokes = [d.strokes for d in drawings]
+    sizes = np.array([d.size for d in drawings])
+    readers = [read(model, strokes, labels, sizes, test_set) for model in models]
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "precision": "int8",
+        "seed": seed,
+        "drawings": len(drawings),
         "generator": {
             "size_cells": SIZE_CELLS,
             "rotation_degrees": ROTATION_DEGREES,
@@ -307,11 +329,8 @@ def run(data_dir: Path | None, model: Path, digits: int, seed: int) -> dict[str,
             "screen_pixels_per_cell": SCREEN_PIXELS_PER_CELL,
             "mean_points": float(np.mean([d.points for d in drawings])),
         },
-        "strokes": tables(via_strokes, labels, sizes, threshold),
-        "canvas": tables(via_canvas, labels, sizes, threshold),
-        "mnist_test_prepare": scores(mnist, mnist_labels, threshold),
-        "mnist_test_images": len(mnist_labels),
-        "per_digit_time": times,
+        "mnist_test_images": len(test_set[1]),
+        "readers": readers,
         "clock": "os.clock in the VM (process CPU time), median of 5 runs over 500 drawings",
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -322,61 +341,74 @@ def percent(value: float) -> str:
 
 
 def markdown(result: dict[str, Any]) -> list[str]:
+    readers = result["readers"]
+    names = [Path(r["model"]).name for r in readers]
     lines = [
-        "| drawn size (longer side) | drawings | old path: canvas + prepare | fromStrokes | not sure | "
-        "confidently wrong |",
-        "|---|--:|--:|--:|--:|--:|",
+        "| model (int8, `fromStrokes`) | player-drawn | confidently wrong | wrong among sure | not sure "
+        "| MNIST test (`prepare`) | old path (canvas + `prepare`) | ms per drawing |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for name, row in result["strokes"]["by_size"].items():
-        before = result["canvas"]["by_size"][name]["accuracy"]
+    for name, r in zip(names, readers, strict=True):
+        s = r["strokes"]["overall"]
         lines.append(
-            f"| {name} | {row['drawings']:,} | {percent(before)} | {percent(row['accuracy'])} | "
-            f"{percent(row['not_sure'])} | {percent(row['confidently_wrong'])} |"
+            f"| {name} | **{percent(s['accuracy'])}** | {percent(s['confidently_wrong'])} "
+            f"| {percent(s['wrong_among_sure'])} | {percent(s['not_sure'])} "
+            f"| {percent(r['mnist_test_prepare']['accuracy'])} "
+            f"| {percent(r['canvas']['overall']['accuracy'])} "
+            f"| {r['per_digit_time']['from_strokes_and_predict_ms']:.2f} |"
         )
-    overall, before = result["strokes"]["overall"], result["canvas"]["overall"]
-    lines.append(
-        f"| **all** | {result['drawings']:,} | {percent(before['accuracy'])} | "
-        f"**{percent(overall['accuracy'])}** | {percent(overall['not_sure'])} | "
-        f"{percent(overall['confidently_wrong'])} |"
-    )
+    header = " | ".join(f"{n}: read, not sure, confidently wrong" for n in names)
+    lines += ["", f"| drawn size (longer side) | drawings | {header} |", "|---|--:|" + "--:|" * len(names)]
+    for band in readers[0]["strokes"]["by_size"]:
+        cells = " | ".join(
+            f"{percent(row['accuracy'])}, {percent(row['not_sure'])}, {percent(row['confidently_wrong'])}"
+            for row in (r["strokes"]["by_size"][band] for r in readers)
+        )
+        drawings = readers[0]["strokes"]["by_size"][band]["drawings"]
+        lines.append(f"| {band} | {drawings:,} | {cells} |")
     lines += ["", "| digit | " + " | ".join(str(d) for d in range(10)) + " |", "|---|" + "--:|" * 10]
-    for path in ("canvas", "strokes"):
-        cells = " | ".join(percent(result[path]["by_digit"][str(d)]) for d in range(10))
-        lines.append(f"| {path} | {cells} |")
+    for name, r in zip(names, readers, strict=True):
+        cells = " | ".join(percent(r["strokes"]["by_digit"][str(d)]) for d in range(10))
+        lines.append(f"| {name} | {cells} |")
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--model", type=Path, default=None, help="Keras model (default: the shipped one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=[],
+        help="Keras model; repeat to compare (default: both shipped models, the CNN and the MLP)",
+    )
     parser.add_argument("--digits", type=int, default=10000, help="test digits to draw (default all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args()
-    result = run(resolve_data_dir(args.data), args.model or shipped_model(), args.digits, args.seed)
+    models = args.model or [models_dir() / CNN_MODEL_NAME, models_dir() / MLP_MODEL_NAME]
+    result = run(resolve_data_dir(args.data), models, args.digits, args.seed)
     result["markdown"] = markdown(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    s, c, m = result["strokes"]["overall"], result["canvas"]["overall"], result["mnist_test_prepare"]
-    print(f"\n{result['drawings']:,} player-drawn MNIST test digits, {result['model']} at int8")
-    print(f"sure threshold {result['sure_threshold']:.3f} ({result['threshold_source']})\n")
+    print(f"\n{result['drawings']:,} player-drawn MNIST test digits, int8, through the Luau client path\n")
     print("\n".join(result["markdown"]))
-    print(
-        f"\nfromStrokes: {percent(s['accuracy'])} (target >= 97%), confidently wrong "
-        f"{percent(s['confidently_wrong'])} (<= 1%), wrong among sure "
-        f"{percent(s['wrong_among_sure'])} (<= 1%), not sure {percent(s['not_sure'])} (<= 10%)"
-    )
-    print(
-        f"old path, canvas + prepare: {percent(c['accuracy'])}, "
-        f"confidently wrong {percent(c['confidently_wrong'])}"
-    )
-    print(f"MNIST test through prepare: {percent(m['accuracy'])} (target >= 98.2%)")
-    t = result["per_digit_time"]
-    print(
-        f"per drawing: fromStrokes {t['from_strokes_ms']:.2f} ms, with predict "
-        f"{t['from_strokes_and_predict_ms']:.2f} ms   ({result['seconds']} s) -> {args.out}"
-    )
+    for r in result["readers"]:
+        s, c, m = r["strokes"]["overall"], r["canvas"]["overall"], r["mnist_test_prepare"]
+        t = r["per_digit_time"]
+        print(
+            f"\n{r['model']} (sure from {r['sure_threshold']:.3f}, {r['threshold_source']}):\n"
+            f"  fromStrokes: {percent(s['accuracy'])} (target >= 97%), confidently wrong "
+            f"{percent(s['confidently_wrong'])} (<= 1%), wrong among sure "
+            f"{percent(s['wrong_among_sure'])} (<= 1%), not sure {percent(s['not_sure'])} (<= 10%)\n"
+            f"  old path, canvas + prepare: {percent(c['accuracy'])}, "
+            f"confidently wrong {percent(c['confidently_wrong'])}\n"
+            f"  MNIST test through prepare: {percent(m['accuracy'])} (target >= 98.2%)\n"
+            f"  per drawing: fromStrokes {t['from_strokes_ms']:.2f} ms, with predict "
+            f"{t['from_strokes_and_predict_ms']:.2f} ms"
+        )
+    print(f"\n({result['seconds']} s) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python -m benchmarks.run [--model PATH] [--cnn PATH] [--data DIR] [--digits N] [--repeat N]
 
-For each precision of the MLP (the shipped model by default) and of the CNN
-(models/mnist-cnn.keras by default), built exactly as `mnistpack build` builds them:
+For each precision of the MLP (models/mnist256.keras by default) and of the CNN
+(models/mnist-cnn.keras, the shipped default, by default), built exactly as `mnistpack build` builds them:
 module bytes and Luau bytecode bytes; time to compile the module and decode it to ready
 weights (and to build Model from them); memory the decoded weights and the Model hold in
 the VM; time per prediction of Model against the reference project's forward pass on
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from mnistpack.assets import models_dir
-from mnistpack.build import build, shipped_model, text_export
+from mnistpack.assets import CNN_MODEL_NAME, MLP_MODEL_NAME, models_dir
+from mnistpack.build import build, text_export
 from mnistpack.constants import PRECISIONS
 from mnistpack.data import load_test_set, resolve_data_dir
 from mnistpack.keras_model import load_network
@@ -47,7 +47,6 @@ COMPRESSION: Final = "zstd"
 # Bytecode as Roblox ships it: optimisation level 2, line info, no type info, no coverage.
 COMPILER_SETTINGS: Final = (2, 1, 0, 0)
 TEXT_EXPORT: Final = "text export"
-CNN_MODEL: Final = "mnist-cnn.keras"
 
 # Luau helpers, run once: the Decoder, Model.new, the memory counter, and a timed loop of
 # predictions (Model, or the reference forward pass on the decoded row-major weights).
@@ -367,18 +366,23 @@ def run(model: Path, cnn: Path | None, data_dir: Path | None, digits: int, repea
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="Keras MLP (default: the shipped one)")
     parser.add_argument(
-        "--cnn", type=Path, default=None, help=f"Keras CNN (default: models/{CNN_MODEL}, skipped if missing)"
+        "--model", type=Path, default=None, help=f"Keras MLP (default: models/{MLP_MODEL_NAME})"
+    )
+    parser.add_argument(
+        "--cnn",
+        type=Path,
+        default=None,
+        help=f"Keras CNN (default: models/{CNN_MODEL_NAME}, skipped if missing)",
     )
     parser.add_argument("--data", type=Path, default=None, help="MNIST folder (default: $MNISTPACK_DATA)")
     parser.add_argument("--digits", type=int, default=500, help="test digits per timed prediction run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per median")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args()
-    cnn = args.cnn or models_dir() / CNN_MODEL
+    cnn = args.cnn or models_dir() / CNN_MODEL_NAME
     result = run(
-        args.model or shipped_model(),
+        args.model or models_dir() / MLP_MODEL_NAME,
         cnn if cnn.is_file() else None,
         resolve_data_dir(args.data),
         args.digits,

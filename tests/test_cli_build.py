@@ -28,7 +28,8 @@ from typer.testing import CliRunner, Result
 from tests.random_model import save_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = ROOT / "models" / "mnist256.keras"
+# the MLP: these targets (issues 1-3) are its own; the CNN has its own in test_luau_model
+SHIPPED_MLP = ROOT / "models" / "mnist256.keras"
 GOLDEN = ROOT / "tests" / "golden"
 
 runner = CliRunner()
@@ -211,12 +212,13 @@ def test_inspect_names_the_stage_that_failed(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def shipped_builds(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> dict[str, Path]:
-    if not SHIPPED_MODEL.is_file():
-        pytest.skip(f"the shipped model {SHIPPED_MODEL} is not there yet")
+    if not SHIPPED_MLP.is_file():
+        pytest.skip(f"the shipped model {SHIPPED_MLP} is not there yet")
     outs = {}
     for precision in PRECISIONS:
         outs[precision] = tmp_path_factory.mktemp(f"shipped_{precision}")
-        result = invoke("build", "--quant", precision, "--out", outs[precision], "--data", mnist_dir)
+        args = ("--model", SHIPPED_MLP, "--out", outs[precision], "--data", mnist_dir)
+        result = invoke("build", "--quant", precision, *args)
         assert result.exit_code == 0, result.output
     return outs
 
@@ -236,7 +238,7 @@ def test_shipped_model_meets_the_size_and_accuracy_targets(
     shipped_builds: dict[str, Path], mnist_data: Mnist
 ) -> None:
     images, labels = mnist_data.test_images, mnist_data.test_labels
-    reference = load_network(SHIPPED_MODEL).predict(images).argmax(axis=1)
+    reference = load_network(SHIPPED_MLP).predict(images).argmax(axis=1)
     float32_accuracy = float((reference == labels).mean())
     predicted = {precision: predictions(out, images) for precision, out in shipped_builds.items()}
     accuracy = {precision: float((p == labels).mean()) for precision, p in predicted.items()}

@@ -15,7 +15,8 @@ from mnistpack.keras_model import load_network
 from mnistpack.model import import_keras
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "mnist256.keras"
+SHIPPED = REPO / "models" / "mnist256.keras"  # the MLP
+SHIPPED_CNN = REPO / "models" / "mnist-cnn.keras"  # the default
 # float32 matmuls in NumPy and XLA sum in different orders; outputs are probabilities <= 1.
 ATOL = 1e-5
 
@@ -117,6 +118,19 @@ def test_shipped_model_scores_its_recorded_accuracy(mnist_data: Mnist) -> None:
     # The note was measured with Keras; a near-tie digit may flip between summation orders.
     assert abs(correct - note["test_correct"]) <= 2
     assert correct >= 9820
+
+
+def test_shipped_cnn_is_what_its_note_says(mnist_data: Mnist) -> None:
+    if not SHIPPED_CNN.is_file():
+        pytest.skip(f"{SHIPPED_CNN} is not in this checkout")
+    stack = load_network(SHIPPED_CNN)
+    note = json.loads(SHIPPED_CNN.with_suffix(".json").read_text())
+    assert stack.source_sha256 == note["model_sha256"]
+    assert note["config"]["arch"] == "cnn" and note["config"]["player_copies"] > 0
+    assert set(note["calibration"]) == {"temperature", "sure_threshold"}
+    correct = int(np.sum(stack.predict(mnist_data.test_images).argmax(axis=1) == mnist_data.test_labels))
+    # batch norm folded and summed in another order than Keras: a near tie may flip
+    assert abs(correct - note["test_correct"]) <= 2
 
 
 def _layer_norm(keras: Any) -> Any:

@@ -22,7 +22,9 @@ from mnistpack.errors import OutputError
 DISTRIBUTION: Final = "mnistpack"
 LUAU_FOLDER: Final = "luau"
 MODELS_FOLDER: Final = "models"
-SHIPPED_MODEL_NAME: Final = "mnist256.keras"
+CNN_MODEL_NAME: Final = "mnist-cnn.keras"  # the small convolutional net
+MLP_MODEL_NAME: Final = "mnist256.keras"  # the 784-256-10 alternative
+SHIPPED_MODEL_NAME: Final = MLP_MODEL_NAME
 
 
 def luau_dir() -> Path:
