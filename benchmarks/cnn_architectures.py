@@ -1,7 +1,7 @@
 """Small CNNs trained and measured alike, to choose the one mnistpack ships (docs/cnn.md).
 
 Run: nice -n 5 .venv/bin/python -m benchmarks.cnn_architectures [--data DIR] [--only NAME]...
-     [--models DIR] [--reuse] [--digits N] [--repeat N]
+     [--models DIR] [--reuse] [--cache DIR] [--digits N] [--repeat N]
 
 Each candidate (an architectures.CnnSpec) is trained exactly as `mnistpack train --arch cnn`
 trains the shipped one (TrainConfig.for_arch("cnn"), seed 0), then measured: parameters;
@@ -72,10 +72,14 @@ class Candidate:
 
 
 def train_candidate(
-    spec: CnnSpec, mnist_dir: Path | None, out: Path, options: dict[str, Any]
+    spec: CnnSpec, mnist_dir: Path | None, out: Path, options: dict[str, Any], cache: Path | None = None
 ) -> dict[str, Any]:
     config = TrainConfig.for_arch("cnn", cnn=spec, **options)
-    run_train(data=mnist_dir, out=out, config=config, log=lambda line: print(f"  {line}", flush=True))
+
+    def log(line: str) -> None:
+        print(f"  {line}", flush=True)
+
+    run_train(data=mnist_dir, out=out, config=config, log=log, cache=cache)
     note: dict[str, Any] = json.loads(out.with_suffix(".json").read_text())
     return note
 
@@ -179,6 +183,9 @@ def main() -> None:
         "--epochs", type=int, default=None, help="most epochs (default: the trainer's); quick trials"
     )
     parser.add_argument("--limit", type=int, default=None, help="train on N images only; quick trials")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="keep the augmented digits here between candidates"
+    )
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data)
     mnist = load_mnist(data_dir, allow_download=False)
@@ -195,7 +202,7 @@ def main() -> None:
             options = {
                 key: value for key, value in (("max_epochs", args.epochs), ("limit", args.limit)) if value
             }
-            train_candidate(spec, data_dir, path, options)
+            train_candidate(spec, data_dir, path, options, args.cache)
         note = json.loads(path.with_suffix(".json").read_text())
         rows.append(measure(spec, path, note, mnist, bench, reference, args.repeat))
         print("\n".join(markdown(rows)[-1:]), flush=True)
