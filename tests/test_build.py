@@ -16,6 +16,7 @@ from mnistpack.build import (
     build,
     dequantize_network,
     quantize_network,
+    shipped_model,
     summary,
     text_export,
 )
@@ -265,6 +266,12 @@ def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
         build(model=missing, precision="int8", out_dir=tmp_path, compression="gzip", data_dir=None)
     with pytest.raises(ModelError, match="does not exist"):
         build(model=missing, precision="int8", out_dir=tmp_path, compression="zstd", data_dir=None)
+
+
+def test_the_shipped_default_is_the_cnn_and_the_mlp_ships_beside_it() -> None:
+    # the CNN reads player drawings best (docs/cnn.md); the MLP stays as the alternative
+    assert shipped_model() == assets.models_dir() / "mnist-cnn.keras"
+    assert (assets.models_dir() / assets.MLP_MODEL_NAME).is_file()
 
 
 def test_missing_shipped_model_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

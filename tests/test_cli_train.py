@@ -33,8 +33,8 @@ def assert_one_error_line(result: Any, exit_code: int, *fragments: str) -> None:
 
 def test_train_end_to_end(mnist_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "models" / "small.keras"
-    args = ["train", "--data", str(mnist_dir), "--limit", "1000", "--epochs", "2", "--hidden", "8"]
-    result = runner.invoke(app, [*args, "--out", str(out)])
+    args = ["train", "--arch", "mlp", "--data", str(mnist_dir), "--limit", "1000", "--epochs", "2"]
+    result = runner.invoke(app, [*args, "--hidden", "8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     # 900 digits and 3 augmented copies of each; 100 held out, and a player redraw of each
     assert "training 784-8-10 on 3600 images, validating on 200" in result.stdout
@@ -55,7 +55,7 @@ def test_train_end_to_end(mnist_dir: Path, tmp_path: Path) -> None:
 def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(train, "run_train", lambda **kwargs: seen.update(kwargs))
-    result = runner.invoke(app, ["train", "--hidden", "64", "--epochs", "7", "--seed", "3"])
+    result = runner.invoke(app, ["train", "--arch", "mlp", "--hidden", "64", "--epochs", "7", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert seen["out"] == Path("models/mnist64.keras")
     assert seen["data"] is None and seen["cache"] is None
@@ -67,14 +67,22 @@ def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (seen["config"].player_copies, seen["config"].warp_copies, seen["cache"]) == (0, 3, Path("cache"))
 
 
-def test_arch_cnn_reaches_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("arch", [[], ["--arch", "cnn"]])
+def test_train_trains_the_shipped_cnn_by_default(monkeypatch: pytest.MonkeyPatch, arch: list[str]) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(train, "run_train", lambda **kwargs: seen.update(kwargs))
-    result = runner.invoke(app, ["train", "--arch", "cnn", "--epochs", "5"])
+    result = runner.invoke(app, ["train", *arch, "--epochs", "5"])
     assert result.exit_code == 0, result.output
     assert seen["out"] == Path("models/mnist-cnn.keras")
     config = seen["config"]
-    assert (config.arch, config.max_epochs, config.jitter is not None) == ("cnn", 5, True)
+    # the shipped CNN's recipe: jittered, redrawn as players draw (which calibration needs)
+    assert config == train.TrainConfig.for_arch("cnn", max_epochs=5)
+    assert (config.arch, config.jitter is not None, config.player_copies, config.warp_copies) == (
+        "cnn",
+        True,
+        2,
+        1,
+    )
 
 
 def test_unknown_arch_is_one_line() -> None:
@@ -161,7 +169,8 @@ def test_a_signal_during_training_stops_it_and_saves_nothing(
 ) -> None:
     out = tmp_path / "m.keras"
     out.write_bytes(b"the previous model")
-    args = ["train", "--data", str(mnist_dir), "--hidden", "8", "--epochs", "500", "--limit", "3000"]
+    args = ["train", "--arch", "mlp", "--data", str(mnist_dir), "--hidden", "8", "--epochs", "500"]
+    args += ["--limit", "3000"]
     process = subprocess.Popen(
         [sys.executable, "-m", "mnistpack", *args, "--out", str(out)],
         stdout=subprocess.PIPE,

@@ -81,7 +81,8 @@ def test_the_wheel_carries_the_runtime_and_the_model_and_nothing_else(wheel: Pat
     }
     assert runtime <= names, f"missing from the wheel: {sorted(map(str, runtime - names))}"
     shipped = {PurePosixPath("mnistpack/models") / p.name for p in (ROOT / "models").iterdir() if p.is_file()}
-    assert shipped <= names and PurePosixPath("mnistpack/models/mnist256.keras") in shipped
+    both = {PurePosixPath("mnistpack/models") / name for name in ("mnist-cnn.keras", "mnist256.keras")}
+    assert shipped <= names and both <= shipped
     assert PurePosixPath("mnistpack/__main__.py") in names
     assert PurePosixPath("mnistpack/py.typed") in names
     assert PurePosixPath(f"mnistpack/{PIXEL_COUNTS_RESOURCE}") in names
@@ -120,7 +121,7 @@ def test_a_wheel_install_builds_inspects_and_compares_from_an_empty_folder(
     run([tool, "build", "--quant", "int8"], cwd=empty, env=env)
     built = empty / "build"
     inspected = run([tool, "inspect", built / "MnistWeights.luau"], cwd=empty, env=env).stdout
-    assert "int8" in inspected
+    assert "int8" in inspected and "conv2d" in inspected  # the default is the shipped CNN
 
     data = tmp_path / "slice"
     data.mkdir()

@@ -18,6 +18,9 @@ import numpy as np
 from mnistpack.data import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES
 
 ARCHITECTURES: Final = ("mlp", "cnn")
+# What `mnistpack train` trains when given no --arch: the CNN reads player drawings best
+# (docs/cnn.md), and it is the model mnistpack ships as its default.
+DEFAULT_ARCH: Final = "cnn"
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from mnistpack.errors import OutputError
 DISTRIBUTION: Final = "mnistpack"
 LUAU_FOLDER: Final = "luau"
 MODELS_FOLDER: Final = "models"
-CNN_MODEL_NAME: Final = "mnist-cnn.keras"  # the small convolutional net
+CNN_MODEL_NAME: Final = "mnist-cnn.keras"  # the default: it reads player drawings best
 MLP_MODEL_NAME: Final = "mnist256.keras"  # the 784-256-10 alternative
-SHIPPED_MODEL_NAME: Final = MLP_MODEL_NAME
+SHIPPED_MODEL_NAME: Final = CNN_MODEL_NAME
 
 
 def luau_dir() -> Path:

@@ -21,6 +21,7 @@ import typer
 from typer._click.exceptions import ClickException
 
 from mnistpack import __version__, signals
+from mnistpack.architectures import DEFAULT_ARCH
 from mnistpack.constants import COMPRESSIONS, PRECISIONS
 from mnistpack.errors import MnistpackError, OptionError, Terminated
 from mnistpack.train import MAX_HIDDEN, MAX_SEED
@@ -145,10 +146,11 @@ def train(
     arch: Annotated[
         str,
         typer.Option(
-            metavar="mlp|cnn",
-            help="Network to train: mlp (784-hidden-10) or cnn (the small convolutional net of docs/cnn.md).",
+            metavar="cnn|mlp",
+            help="Network to train: cnn (the small convolutional net of docs/cnn.md, shipped as the "
+            "default) or mlp (784-hidden-10).",
         ),
-    ] = "mlp",
+    ] = DEFAULT_ARCH,
     epochs: Annotated[
         int, typer.Option(min=1, help="Most epochs to train; early stopping usually ends sooner.")
     ] = 30,
@@ -184,12 +186,16 @@ def train(
 ) -> None:
     """Train a network on MNIST, print the test accuracy and save the model.
 
+    By default it trains the small convolutional network mnistpack ships
+    (models/mnist-cnn.keras); --arch mlp trains the 784-hidden-10 MLP.
+
     The training digits are MNIST's own plus copies of each redrawn the way players
     draw (strokes at any size, slant and pace) and warped as images.
 
     Early stopping on the validation loss (the last 10% of the training images, and
-    player redraws of them) restores the best epoch; those held-out digits then
-    calibrate the "not sure" rule. Next to the model goes a .json note of what was
+    player redraws of them) keeps the best epoch (the MLP stops after 6 epochs without
+    a new low, the CNN runs all of them); those held-out digits then calibrate the
+    "not sure" rule. Next to the model goes a .json note of what was
     measured: test accuracy, calibration, epochs, seconds, versions.
     """
     from mnistpack.architectures import ARCHITECTURES
@@ -242,7 +248,9 @@ def build_command(
     ],
     model: Annotated[
         Path | None,
-        typer.Option(help="Keras model to pack (default: models/mnist256.keras).", show_default=False),
+        typer.Option(
+            help="Keras model to pack (default: the shipped CNN, models/mnist-cnn.keras).", show_default=False
+        ),
     ] = None,
     out: Annotated[str, typer.Option(help="Folder to write MnistWeights.luau into.")] = "build",
     compress: Annotated[
@@ -289,7 +297,10 @@ def inspect_command(
 def compare_command(
     model: Annotated[
         Path | None,
-        typer.Option(help="Keras model to compare (default: models/mnist256.keras).", show_default=False),
+        typer.Option(
+            help="Keras model to compare (default: the shipped CNN, models/mnist-cnn.keras).",
+            show_default=False,
+        ),
     ] = None,
     data: DataOption = None,
     luau: Annotated[
