@@ -62,6 +62,8 @@ class Candidate:
     parameters: int
     multiply_adds: int  # per digit, with every input (no zero skipped)
     epochs_run: int
+    player_copies: int  # training copies of each digit redrawn as players draw (0: before issue 9)
+    warp_copies: int
     keras_accuracy: float
     module_bytes: int  # int8, as `mnistpack build` writes it
     luau_accuracy: float  # the int8 module, decoded and run by Model in the VM
@@ -138,6 +140,8 @@ def measure(
         parameters=parameters,
         multiply_adds=multiply_adds,
         epochs_run=int(note["epochs_run"]),
+        player_copies=int(note["config"].get("player_copies", 0)),
+        warp_copies=int(note["config"].get("warp_copies", 0)),
         keras_accuracy=float(note["test_accuracy"]),
         module_bytes=module_bytes,
         luau_accuracy=luau_accuracy,
@@ -150,14 +154,16 @@ def measure(
 
 def markdown(rows: list[Candidate]) -> list[str]:
     lines = [
-        "| architecture | parameters | multiply-adds | epochs | Keras accuracy | int8 module | Luau accuracy "
-        "| same digit as Keras | Luau per digit (vs reference) | Model memory |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| architecture | parameters | multiply-adds | training copies | epochs | Keras accuracy "
+        "| int8 module | Luau accuracy | same digit as Keras | Luau per digit (vs reference) "
+        "| Model memory |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         name = f"**{r.name}** (shipped)" if r.shipped else r.name
         lines.append(
-            f"| {name} | {r.parameters:,} | {r.multiply_adds:,} | {r.epochs_run} | {r.keras_accuracy:.2%} "
+            f"| {name} | {r.parameters:,} | {r.multiply_adds:,} "
+            f"| {r.player_copies} player, {r.warp_copies} warp | {r.epochs_run} | {r.keras_accuracy:.2%} "
             f"| {r.module_bytes:,} B | {r.luau_accuracy:.2%} | {r.agreement_with_keras:.2%} "
             f"| {r.luau_ms:.2f} ms ({r.luau_ms / r.reference_ms:.2f}x) | {r.model_bytes / 1e3:.0f} KB |"
         )
