@@ -44,7 +44,14 @@ import numpy as np
 from mnistpack.assets import CNN_MODEL_NAME, MLP_MODEL_NAME, models_dir
 from mnistpack.build import build
 from mnistpack.data import load_test_set, resolve_data_dir
-from mnistpack.luau_runtime import READ_DRAWINGS_LUAU, LuauPredictions, LuauRuntime, encode_drawings
+from mnistpack.luau_runtime import (
+    FLOATS_LUAU,
+    READ_DRAWINGS_LUAU,
+    LuauPredictions,
+    LuauRuntime,
+    encode_drawings,
+    luau_prepare,
+)
 from mnistpack.strokes import Strokes
 from mnistpack.trace import image_strokes
 
@@ -68,6 +75,7 @@ NOT_SURE_FALLBACK: Final = 0.6  # luau/client/Constants.luau NOT_SURE_THRESHOLD
 # Canvas brush pixels, then Preprocessing.prepare: the client's input before issue 9.
 _CANVAS_PREPARE = (
     READ_DRAWINGS_LUAU
+    + FLOATS_LUAU
     + r"""
 local Canvas = require(root.client.Canvas)
 local P = require(root.client.Preprocessing)
@@ -83,34 +91,12 @@ return function(data: string, count: number): string
 				x, y = stroke[i].x, stroke[i].y
 			end
 		end
-		local prepared = P.prepare(pixels)
-		for i = 1, 784 do
-			buffer.writef64(out, ((n - 1) * 784 + i - 1) * 8, prepared[i])
-		end
+		writeFloats(out, (n - 1) * 784, P.prepare(pixels), 784)
 	end
 	return buffer.tostring(out)
 end
 """
 )
-
-_PREPARE_IMAGES = r"""
-local P = require(root.client.Preprocessing)
-return function(data: string, count: number): string
-	local source = buffer.fromstring(data)
-	local out = buffer.create(count * 784 * 8)
-	local canvas = table.create(784, 0)
-	for n = 0, count - 1 do
-		for i = 1, 784 do
-			canvas[i] = buffer.readf64(source, (n * 784 + i - 1) * 8)
-		end
-		local prepared = P.prepare(canvas)
-		for i = 1, 784 do
-			buffer.writef64(out, (n * 784 + i - 1) * 8, prepared[i])
-		end
-	end
-	return buffer.tostring(out)
-end
-"""
 
 _TIME_STROKES = (
     READ_DRAWINGS_LUAU
@@ -278,13 +264,7 @@ def read(
     seconds = time.perf_counter() - started
     print(f"{model.name}: read through the canvas and prepare: {seconds:.0f} s", flush=True)
     originals = test_set[0].astype(np.float64)
-    image_batches = [originals[i : i + BATCH] for i in range(0, len(originals), BATCH)]
-    prepared = run_chunk(
-        runtime,
-        _PREPARE_IMAGES,
-        [np.ascontiguousarray(b, "<f8").tobytes() for b in image_batches],
-        [len(b) for b in image_batches],
-    )
+    prepared = luau_prepare(runtime.host, originals)
     mnist = runtime.predict_inputs(prepared)
     return {
         "model": str(model),

@@ -28,6 +28,7 @@ from mnistpack.build import dequantize_network, quantize_network, shipped_model
 from mnistpack.data import IMAGE_SIDE, bundled_pixel_counts, load_test_set, resolve_data_dir
 from mnistpack.keras_model import load_network
 from mnistpack.luau_host import LuauHost
+from mnistpack.luau_runtime import luau_prepare
 from mnistpack.model import Network
 from mnistpack.pruning import DEFAULT_PRUNE_THRESHOLD
 
@@ -35,27 +36,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "robustness.json"
 SCALE_RANGE = (0.6, 1.3)
 MAX_SHIFT = 6
 TARGET = 0.97
-BATCH = 500  # images per call into the VM
-
-_PREPARE = r"""
-local P = require(root.client.Preprocessing)
-local canvas = table.create(784, 0)
-return function(images: string, count: number): string
-	local source = buffer.fromstring(images)
-	local out = buffer.create(count * 784 * 8)
-	for n = 0, count - 1 do
-		local base = n * 784 * 8
-		for i = 1, 784 do
-			canvas[i] = buffer.readf64(source, base + (i - 1) * 8)
-		end
-		local prepared = P.prepare(canvas)
-		for i = 1, 784 do
-			buffer.writef64(out, base + (i - 1) * 8, prepared[i])
-		end
-	end
-	return buffer.tostring(out)
-end
-"""
 
 
 @dataclass(frozen=True)
@@ -109,17 +89,6 @@ def draw_all(images: np.ndarray, seed: int) -> Drawn:
     return Drawn(images=drawn, scales=scales, shifts=applied)
 
 
-def preprocess(host: LuauHost, images: np.ndarray) -> np.ndarray:
-    """Preprocessing.prepare on every row of `images`, in the Luau VM."""
-    prepare = host.run(_PREPARE)[0]
-    out = np.zeros_like(images)
-    for start in range(0, len(images), BATCH):
-        batch = np.ascontiguousarray(images[start : start + BATCH], dtype="<f8")
-        raw = prepare(host.bytes_arg(batch.tobytes()), len(batch))[0]
-        out[start : start + len(batch)] = np.frombuffer(raw.as_bytes(), dtype="<f8").reshape(batch.shape)
-    return out
-
-
 def accuracy(stack: Network, images: np.ndarray, labels: np.ndarray) -> float:
     predicted = stack.predict(images.astype(np.float32)).argmax(axis=1)
     return float((predicted == labels).mean())
@@ -146,9 +115,9 @@ def run(data_dir: Path | None, model: Path, precision: str, seed: int) -> dict[s
     originals = images.astype(np.float64)
     scores = {
         "mnist_raw": accuracy(network, originals, labels),
-        "mnist_preprocessed": accuracy(network, preprocess(host, originals), labels),
+        "mnist_preprocessed": accuracy(network, luau_prepare(host, originals), labels),
         "redrawn_raw": accuracy(network, drawn.images, labels),
-        "redrawn_preprocessed": accuracy(network, preprocess(host, drawn.images), labels),
+        "redrawn_preprocessed": accuracy(network, luau_prepare(host, drawn.images), labels),
     }
     return {
         "digits": len(labels),

@@ -38,9 +38,38 @@ class LuauPredictions:
     probabilities: np.ndarray  # float64 [N, outputs]: the last layer's outputs
 
 
+# Shared by the batch chunks below (and the benchmarks' own): a prediction as a record,
+# the digit as u32 then each probability as float64, and runs of float64 values.
+RECORDS_LUAU = r"""
+local function writeRecord(out: buffer, at: number, digit: number, probabilities: { number }, outputs: number)
+	buffer.writeu32(out, at, digit)
+	for o = 1, outputs do
+		buffer.writef64(out, at + 4 + 8 * (o - 1), probabilities[o])
+	end
+end
+"""
+
+# `count` float64 values starting at value index `first` (0-based) of a buffer.
+FLOATS_LUAU = r"""
+local function readFloats(source: buffer, first: number, into: { number }, count: number)
+	for i = 1, count do
+		into[i] = buffer.readf64(source, (first + i - 1) * 8)
+	end
+end
+
+local function writeFloats(out: buffer, first: number, values: { number }, count: number)
+	for i = 1, count do
+		buffer.writef64(out, (first + i - 1) * 8, values[i])
+	end
+end
+"""
+
+
 # Decodes the weights module once and returns a function that predicts a batch of
 # images given as a string of `count * inputs` uint8 pixels.
-_LOAD_CHUNK = r"""
+_LOAD_CHUNK = (
+    RECORDS_LUAU
+    + r"""
 local Decoder = require(root.Decoder)
 local Model = require(root.Model)
 local moduleName, pixelMax = ...
@@ -58,17 +87,14 @@ local function predictBatch(images: string, count: number): string
 			pixels[i] = buffer.readu8(source, base + i - 1) / pixelMax
 		end
 		local digit, probabilities = model:predict(pixels)
-		local at = n * recordBytes
-		buffer.writeu32(out, at, digit)
-		for o = 1, outputs do
-			buffer.writef64(out, at + 4 + 8 * (o - 1), probabilities[o])
-		end
+		writeRecord(out, n * recordBytes, digit, probabilities, outputs)
 	end
 	return buffer.tostring(out)
 end
 
 return predictBatch, inputs, outputs, model
 """
+)
 
 
 # Reads drawings written by encode_drawings back into the strokes fromStrokes takes.
@@ -101,24 +127,42 @@ end
 # Preprocessing.fromStrokes on a batch of drawings: their 784 inputs as float64.
 _FROM_STROKES_CHUNK = (
     READ_DRAWINGS_LUAU
+    + FLOATS_LUAU
     + r"""
 local Preprocessing = require(root.client.Preprocessing)
 return function(data: string, count: number): string
 	local out = buffer.create(count * 784 * 8)
 	for n, strokes in readDrawings(data, count) do
-		local pixels = Preprocessing.fromStrokes(strokes)
-		for i = 1, 784 do
-			buffer.writef64(out, ((n - 1) * 784 + i - 1) * 8, pixels[i])
-		end
+		writeFloats(out, (n - 1) * 784, Preprocessing.fromStrokes(strokes), 784)
 	end
 	return buffer.tostring(out)
 end
 """
 )
 
+# Preprocessing.prepare on a batch of float64 28x28 images: their 784 inputs as float64.
+_PREPARE_CHUNK = (
+    FLOATS_LUAU
+    + r"""
+local Preprocessing = require(root.client.Preprocessing)
+local canvas = table.create(784, 0)
+return function(data: string, count: number): string
+	local source = buffer.fromstring(data)
+	local out = buffer.create(count * 784 * 8)
+	for n = 0, count - 1 do
+		readFloats(source, n * 784, canvas, 784)
+		writeFloats(out, n * 784, Preprocessing.prepare(canvas), 784)
+	end
+	return buffer.tostring(out)
+end
+"""
+)
+
+
 # The client's own path for a batch of drawings: fromStrokes, then the model.
 _PREDICT_STROKES_CHUNK = (
     READ_DRAWINGS_LUAU
+    + RECORDS_LUAU
     + r"""
 local Preprocessing = require(root.client.Preprocessing)
 local model, outputs = ...
@@ -127,11 +171,7 @@ return function(data: string, count: number): string
 	local out = buffer.create(count * recordBytes)
 	for n, strokes in readDrawings(data, count) do
 		local digit, probabilities = model:predict(Preprocessing.fromStrokes(strokes))
-		local at = (n - 1) * recordBytes
-		buffer.writeu32(out, at, digit)
-		for o = 1, outputs do
-			buffer.writef64(out, at + 4 + 8 * (o - 1), probabilities[o])
-		end
+		writeRecord(out, (n - 1) * recordBytes, digit, probabilities, outputs)
 	end
 	return buffer.tostring(out)
 end
@@ -140,7 +180,10 @@ end
 
 
 # The model on a batch of float64 inputs, as they are.
-_PREDICT_FLOATS_CHUNK = r"""
+_PREDICT_FLOATS_CHUNK = (
+    RECORDS_LUAU
+    + FLOATS_LUAU
+    + r"""
 local model, outputs = ...
 local inputs = model.inputs
 local recordBytes = 4 + 8 * outputs
@@ -149,19 +192,14 @@ return function(data: string, count: number): string
 	local source = buffer.fromstring(data)
 	local out = buffer.create(count * recordBytes)
 	for n = 0, count - 1 do
-		for i = 1, inputs do
-			pixels[i] = buffer.readf64(source, (n * inputs + i - 1) * 8)
-		end
+		readFloats(source, n * inputs, pixels, inputs)
 		local digit, probabilities = model:predict(pixels)
-		local at = n * recordBytes
-		buffer.writeu32(out, at, digit)
-		for o = 1, outputs do
-			buffer.writef64(out, at + 4 + 8 * (o - 1), probabilities[o])
-		end
+		writeRecord(out, n * recordBytes, digit, probabilities, outputs)
 	end
 	return buffer.tostring(out)
 end
 """
+)
 
 
 def encode_drawings(drawings: Sequence[Strokes]) -> bytes:
@@ -184,6 +222,19 @@ def luau_from_strokes(host: LuauHost, drawings: Sequence[Strokes]) -> np.ndarray
     for start in range(0, len(drawings), BATCH_IMAGES):
         batch = drawings[start : start + BATCH_IMAGES]
         raw = run(host.lua.create_string(encode_drawings(batch)), len(batch))[0]
+        chunks.append(np.frombuffer(raw.as_bytes(), "<f8").reshape(len(batch), GRID * GRID))
+    return np.concatenate(chunks) if chunks else np.zeros((0, GRID * GRID))
+
+
+def luau_prepare(host: LuauHost, images: np.ndarray) -> np.ndarray:
+    """float64 [N, 784]: `Preprocessing.prepare` of every row of `images`, run in `host`'s VM."""
+    run = host.run(_PREPARE_CHUNK)[0]
+    chunks = []
+    for start in range(0, len(images), BATCH_IMAGES):
+        batch = np.ascontiguousarray(images[start : start + BATCH_IMAGES], dtype="<f8").reshape(
+            -1, GRID * GRID
+        )
+        raw = run(host.lua.create_string(batch.tobytes()), len(batch))[0]
         chunks.append(np.frombuffer(raw.as_bytes(), "<f8").reshape(len(batch), GRID * GRID))
     return np.concatenate(chunks) if chunks else np.zeros((0, GRID * GRID))
 
